@@ -1,0 +1,18 @@
+# Two entry points, both install what they need first (scripts/bootstrap).
+.PHONY: demo test bootstrap lint bench
+
+bootstrap:
+	@bash scripts/bootstrap
+
+demo: bootstrap
+	.venv/bin/python -m kagemusha.demo
+
+test: bootstrap
+	.venv/bin/python -m pytest -q
+
+lint: bootstrap
+	.venv/bin/ruff check src tests
+	.venv/bin/mypy
+
+bench: bootstrap
+	.venv/bin/python bench/failover_local.py

@@ -1,0 +1,20 @@
+"""kagemusha: a high-availability cluster manager for application servers."""
+
+from kagemusha.errors import (
+    ConfigError,
+    KagemushaError,
+    LeaseExpired,
+    ResourceFailed,
+    StoreUnavailable,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "ConfigError",
+    "KagemushaError",
+    "LeaseExpired",
+    "ResourceFailed",
+    "StoreUnavailable",
+]
