@@ -1,0 +1,295 @@
+"""The ``local`` store: SQLite in WAL mode, for agents that share one host.
+
+Every operation is one SQLite transaction run whole in the store's own thread,
+so compare-and-set is atomic across processes (``BEGIN IMMEDIATE`` takes the
+database's write lock). NB: aiosqlite would split a transaction across awaits;
+a single-thread executor running one synchronous function per operation keeps
+each operation one transaction, which is the property the contract needs.
+
+Leases expire by ``time.monotonic()``: CLOCK_MONOTONIC is one clock for every
+process on a Linux host (network namespaces share it) and does not jump with
+the wall clock. That is why this store cannot span hosts
+(``capabilities.spans_hosts = False``). Expired leases are reaped, with delete
+events, at the start of every operation and every watch poll, so an expiry is
+seen within one poll of any client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from kagemusha.errors import LeaseExpired, StoreUnavailable
+from kagemusha.store._base import KeyValue, Lease, Store, StoreCapabilities, WatchEvent, WatchEventType
+
+__all__ = ["LocalStore"]
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY, value TEXT NOT NULL,
+    create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL, lease INTEGER);
+CREATE INDEX IF NOT EXISTS kv_lease ON kv(lease);
+CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY AUTOINCREMENT, ttl REAL NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS events (rev INTEGER PRIMARY KEY, type TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('revision', 0);
+INSERT OR IGNORE INTO meta VALUES ('compacted', 0);
+"""
+
+#: Events kept for watches that resume; older ones are compacted away.
+EVENTS_KEPT = 20000
+WATCH_POLL = 0.02
+
+
+def _prefix_end(prefix: str) -> str:
+    return prefix + "\U0010ffff"
+
+
+class LocalStore(Store):
+    """SQLite-backed store for nodes on one host (demo, development, tests)."""
+
+    capabilities = StoreCapabilities(spans_hosts=False, linearizable=True)
+
+    def __init__(self, path: str, *, timeout: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kagemusha-store")
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: Any, *, timeout: float = 1.0, **_: Any) -> LocalStore:
+        return cls(url.path, timeout=timeout)
+
+    # -- plumbing ---------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            d = os.path.dirname(os.path.abspath(self.path))
+            if not os.path.isdir(d):
+                raise StoreUnavailable(f"local store {self.path}: directory {d} does not exist")
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+                conn.executescript(_SCHEMA)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreUnavailable(f"local store {self.path}: closed")
+
+        def call() -> T:
+            try:
+                return fn(self._connect())
+            except sqlite3.Error as exc:
+                if self._conn is not None and self._conn.in_transaction:
+                    try:
+                        self._conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise StoreUnavailable(f"local store {self.path}: {exc}") from exc
+
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(self._executor, call)
+        try:
+            # busy_timeout bounds the lock wait; this bounds everything else (slow disk).
+            return await asyncio.wait_for(asyncio.shield(fut), self.timeout * 2 + 0.5)
+        except TimeoutError as exc:
+            raise StoreUnavailable(f"local store {self.path}: request timed out") from exc
+
+    def _write(self, conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._reap(conn)
+            result = body(conn)
+            conn.execute("COMMIT")
+            return result
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _bump(self, conn: sqlite3.Connection) -> int:
+        conn.execute("UPDATE meta SET v = v + 1 WHERE k='revision'")
+        rev: int = conn.execute("SELECT v FROM meta WHERE k='revision'").fetchone()[0]
+        if rev % 1000 == 0:
+            cut = rev - EVENTS_KEPT
+            if cut > 0:
+                conn.execute("DELETE FROM events WHERE rev < ?", (cut,))
+                conn.execute("UPDATE meta SET v = ? WHERE k='compacted'", (cut,))
+        return rev
+
+    def _revision(self, conn: sqlite3.Connection) -> int:
+        rev: int = conn.execute("SELECT v FROM meta WHERE k='revision'").fetchone()[0]
+        return rev
+
+    def _delete_key(self, conn: sqlite3.Connection, key: str) -> None:
+        rev = self._bump(conn)
+        conn.execute("DELETE FROM kv WHERE key=?", (key,))
+        conn.execute("INSERT INTO events VALUES (?, 'delete', ?, '')", (rev, key))
+
+    def _reap(self, conn: sqlite3.Connection) -> None:
+        now = self._clock()
+        expired = [r[0] for r in conn.execute("SELECT id FROM leases WHERE expires <= ?", (now,))]
+        for lid in expired:
+            self._drop_lease(conn, lid)
+
+    def _drop_lease(self, conn: sqlite3.Connection, lid: int) -> None:
+        for (key,) in conn.execute("SELECT key FROM kv WHERE lease=? ORDER BY key", (lid,)).fetchall():
+            self._delete_key(conn, key)
+        conn.execute("DELETE FROM leases WHERE id=?", (lid,))
+
+    def _maybe_reap(self, conn: sqlite3.Connection) -> None:
+        if conn.execute("SELECT 1 FROM leases WHERE expires <= ? LIMIT 1", (self._clock(),)).fetchone():
+            self._write(conn, lambda c: None)
+
+    def _check_lease(self, conn: sqlite3.Connection, lease: int | None) -> None:
+        if lease is not None and not conn.execute("SELECT 1 FROM leases WHERE id=?", (lease,)).fetchone():
+            raise LeaseExpired(f"lease {lease} does not exist")
+
+    def _set(self, conn: sqlite3.Connection, key: str, value: str, lease: int | None) -> int:
+        rev = self._bump(conn)
+        conn.execute(
+            "INSERT INTO kv VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+            "value=excluded.value, mod_rev=excluded.mod_rev, lease=excluded.lease",
+            (key, value, rev, rev, lease),
+        )
+        conn.execute("INSERT INTO events VALUES (?, 'put', ?, ?)", (rev, key, value))
+        return rev
+
+    @staticmethod
+    def _kv(row: tuple[Any, ...]) -> KeyValue:
+        return KeyValue(key=row[0], value=row[1], create_revision=row[2], mod_revision=row[3], lease=row[4])
+
+    # -- contract ---------------------------------------------------------
+
+    async def get(self, key: str) -> KeyValue | None:
+        def op(conn: sqlite3.Connection) -> KeyValue | None:
+            self._maybe_reap(conn)
+            row = conn.execute("SELECT key, value, create_rev, mod_rev, lease FROM kv WHERE key=?", (key,)).fetchone()
+            return self._kv(row) if row else None
+
+        return await self._run(op)
+
+    async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
+        def op(conn: sqlite3.Connection) -> tuple[list[KeyValue], int]:
+            self._maybe_reap(conn)
+            conn.execute("BEGIN")
+            try:
+                rows = conn.execute(
+                    "SELECT key, value, create_rev, mod_rev, lease FROM kv WHERE key >= ? AND key < ? ORDER BY key",
+                    (prefix, _prefix_end(prefix)),
+                ).fetchall()
+                rev = self._revision(conn)
+            finally:
+                conn.execute("COMMIT")
+            return [self._kv(r) for r in rows], rev
+
+        return await self._run(op)
+
+    async def put(self, key: str, value: str, *, lease: int | None = None) -> int:
+        def body(conn: sqlite3.Connection) -> int:
+            self._check_lease(conn, lease)
+            return self._set(conn, key, value, lease)
+
+        return await self._run(lambda c: self._write(c, body))
+
+    async def cas(self, key: str, value: str, *, expected_revision: int, lease: int | None = None) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            self._check_lease(conn, lease)
+            row = conn.execute("SELECT mod_rev FROM kv WHERE key=?", (key,)).fetchone()
+            current = row[0] if row else 0
+            if current != expected_revision:
+                return False
+            self._set(conn, key, value, lease)
+            return True
+
+        return await self._run(lambda c: self._write(c, body))
+
+    async def delete(self, key: str, *, expected_revision: int | None = None) -> bool:
+        def body(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT mod_rev FROM kv WHERE key=?", (key,)).fetchone()
+            if row is None or (expected_revision is not None and row[0] != expected_revision):
+                return False
+            self._delete_key(conn, key)
+            return True
+
+        return await self._run(lambda c: self._write(c, body))
+
+    async def grant_lease(self, ttl: float) -> Lease:
+        if not ttl > 0:
+            raise ValueError("lease ttl must be > 0")
+
+        def body(conn: sqlite3.Connection) -> Lease:
+            cur = conn.execute("INSERT INTO leases (ttl, expires) VALUES (?, ?)", (ttl, self._clock() + ttl))
+            assert cur.lastrowid is not None
+            return Lease(id=cur.lastrowid, ttl=ttl)
+
+        return await self._run(lambda c: self._write(c, body))
+
+    async def keepalive(self, lease_id: int) -> float:
+        def body(conn: sqlite3.Connection) -> float:
+            row = conn.execute("SELECT ttl FROM leases WHERE id=?", (lease_id,)).fetchone()
+            if row is None:
+                raise LeaseExpired(f"lease {lease_id} has expired or was revoked")
+            conn.execute("UPDATE leases SET expires=? WHERE id=?", (self._clock() + row[0], lease_id))
+            ttl: float = row[0]
+            return ttl
+
+        return await self._run(lambda c: self._write(c, body))
+
+    async def revoke(self, lease_id: int) -> None:
+        await self._run(lambda c: self._write(c, lambda conn: self._drop_lease(conn, lease_id)))
+
+    async def watch(self, prefix: str, *, start_revision: int | None = None) -> AsyncIterator[WatchEvent]:
+        def head(conn: sqlite3.Connection) -> tuple[int, int]:
+            self._maybe_reap(conn)
+            compacted: int = conn.execute("SELECT v FROM meta WHERE k='compacted'").fetchone()[0]
+            return self._revision(conn), compacted
+
+        current, compacted = await self._run(head)
+        nxt = current + 1 if start_revision is None else start_revision
+        if nxt < compacted:
+            raise StoreUnavailable(f"local store {self.path}: revision {nxt} has been compacted (oldest {compacted})")
+
+        def poll(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            self._maybe_reap(conn)
+            return conn.execute(
+                "SELECT rev, type, key, value FROM events WHERE rev >= ? AND key >= ? AND key < ? ORDER BY rev",
+                (nxt, prefix, _prefix_end(prefix)),
+            ).fetchall()
+
+        while True:
+            rows = await self._run(poll)
+            for rev, typ, key, value in rows:
+                nxt = rev + 1
+                yield WatchEvent(type=WatchEventType(typ), key=key, value=value, revision=rev)
+            if not rows:
+                await asyncio.sleep(WATCH_POLL)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        def shut() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, shut)
+        self._executor.shutdown(wait=False)

@@ -1,0 +1,23 @@
+"""Conformance suites and fakes for kagemusha's contracts.
+
+- ``check_store(make_store)``: the store contract, against any backend.
+- ``check_driver(make_driver, params)``: the resource contract (ocf-tester's script).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kagemusha.testing._store import check_store
+
+
+def __getattr__(name: str) -> Any:
+    # check_driver lives in its own module, imported on first use.
+    if name == "check_driver":
+        from kagemusha.testing._driver import check_driver
+
+        return check_driver
+    raise AttributeError(name)
+
+
+__all__ = ["check_store", "check_driver"]
