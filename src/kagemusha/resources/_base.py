@@ -107,6 +107,8 @@ class ResourceContext:
     state_dir: Path
     cluster_id: str = ""
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("kagemusha.resource"))
+    #: Directory relative paths in the resource's parameters resolve against (the config file's).
+    base_dir: Path | None = None
 
     def tag_env(self) -> dict[str, str]:
         """Environment that marks every process started for this resource (used to find and fence them)."""

@@ -346,7 +346,10 @@ class EtcdStore(Store):
         Connection failures move on to the next endpoint (the request never left).
         Other failures do so only for ``idempotent`` calls: a put or txn that timed
         out may have been applied, and repeating a cas could report a lost race
-        that was in fact won.
+        that was in fact won. An idempotent attempt gets an equal share of what is
+        left of the budget, so a member that accepts but never answers (a pooled
+        connection into a partition) leaves time to ask the next one; the last
+        attempt gets the rest.
 
         Raises:
             _EtcdError: etcd refused the request (callers map lease-not-found first).
@@ -355,44 +358,48 @@ class EtcdStore(Store):
         if self._closed:
             raise StoreUnavailable("etcd store is closed")
         n = len(self.endpoints)
+        deadline = anyio.current_time() + self.timeout
+        start = self._current
         tried: list[str] = []
         last: BaseException | None = None
-        try:
-            with anyio.fail_after(self.timeout):
-                for i in range(n):
-                    endpoint = self.endpoints[(self._current + i) % n]
-                    tried.append(endpoint)
-                    try:
-                        result = await self._post_once(endpoint, path, body)
-                    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                        last = exc
-                        self._skip(endpoint)
-                        continue
-                    except _EtcdError as exc:
-                        if exc.is_lease_not_found:
-                            raise
-                        last = exc
-                        self._skip(endpoint)
-                        if idempotent and exc.retry_elsewhere:
-                            continue
-                        raise StoreUnavailable(f"etcd {endpoint}: {path}: {exc.message}") from exc
-                    except (httpx.HTTPError, ValueError) as exc:
-                        last = exc
-                        self._skip(endpoint)
-                        if idempotent:
-                            continue
-                        raise StoreUnavailable(f"etcd {endpoint}: {path}: {_describe(exc)}") from exc
-                    self._current = self.endpoints.index(endpoint)
-                    return result
-        except TimeoutError as exc:
-            if tried:
-                self._skip(tried[-1])
-            raise StoreUnavailable(
-                f"etcd {', '.join(tried)}: {path}: no answer within {self.timeout:g}s"
-            ) from exc
-        raise StoreUnavailable(
-            f"etcd {', '.join(tried)}: {path}: {_describe(last) if last else 'no endpoint answered'}"
-        ) from last
+        for i in range(n):
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                break
+            endpoint = self.endpoints[(start + i) % n]
+            tried.append(endpoint)
+            try:
+                with anyio.fail_after(remaining / (n - i) if idempotent else remaining):
+                    result = await self._post_once(endpoint, path, body)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                last = exc
+                self._skip(endpoint)
+                continue
+            except _EtcdError as exc:
+                if exc.is_lease_not_found:
+                    raise
+                last = exc
+                self._skip(endpoint)
+                if idempotent and exc.retry_elsewhere:
+                    continue
+                raise StoreUnavailable(f"etcd {endpoint}: {path}: {exc.message}") from exc
+            except (httpx.HTTPError, ValueError, TimeoutError) as exc:
+                last = exc
+                self._skip(endpoint)
+                if idempotent:
+                    continue
+                if isinstance(exc, TimeoutError | httpx.TimeoutException):
+                    raise StoreUnavailable(
+                        f"etcd {endpoint}: {path}: no answer within {self.timeout:g}s"
+                    ) from exc
+                raise StoreUnavailable(f"etcd {endpoint}: {path}: {_describe(exc)}") from exc
+            self._current = self.endpoints.index(endpoint)
+            return result
+        if isinstance(last, TimeoutError | httpx.TimeoutException) or last is None:
+            reason = f"no answer within {self.timeout:g}s"
+        else:
+            reason = _describe(last)
+        raise StoreUnavailable(f"etcd {', '.join(tried) or self.endpoints[start]}: {path}: {reason}") from last
 
     @staticmethod
     def _revision(result: dict[str, Any]) -> int:

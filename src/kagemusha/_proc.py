@@ -1,0 +1,71 @@
+"""Process façade: find and kill the processes kagemusha started, by the tags in their environment.
+
+Every process started for a resource or monitor carries ``KAGEMUSHA_*``
+variables (see ``ResourceContext.tag_env``). Children inherit them, including
+daemons that detach with ``setsid`` and leave the process group, so scanning
+``/proc/<pid>/environ`` finds every process of a group on a node. That is how
+fencing kills "every process of the node's groups" without cgroups, and
+without ever killing by name.
+
+NB: a process that scrubs its environment (``env -i``) escapes the scan; the
+watchdog parent (cgroup where available) is the protection for that case.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+
+__all__ = ["find_tagged", "kill_tagged", "kill_pids"]
+
+
+def find_tagged(match: dict[str, str], *, exclude_self: bool = True) -> list[psutil.Process]:
+    """Return live processes whose environment contains every ``key=value`` of ``match``."""
+    if not match or any(not v for v in match.values()):
+        raise ValueError("refusing to match processes on an empty tag")
+    me = os.getpid()
+    found = []
+    for proc in psutil.process_iter():
+        if exclude_self and proc.pid == me:
+            continue
+        try:
+            env = proc.environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+        if all(env.get(k) == v for k, v in match.items()):
+            try:
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    continue
+            except psutil.Error:
+                continue
+            found.append(proc)
+    return found
+
+
+def kill_pids(procs: list[psutil.Process], *, sig: int = signal.SIGKILL, wait: float = 2.0) -> list[int]:
+    """Send ``sig`` to each process and wait up to ``wait`` s for them to go; return the pids signalled."""
+    pids = []
+    for p in procs:
+        try:
+            p.send_signal(sig)
+            pids.append(p.pid)
+        except psutil.Error:
+            continue
+    if wait > 0 and procs:
+        psutil.wait_procs(procs, timeout=wait)
+    return pids
+
+
+def kill_tagged(match: dict[str, str], *, sig: int = signal.SIGKILL, wait: float = 2.0, rounds: int = 3) -> list[int]:
+    """Kill every process tagged with ``match``; repeat so children forked meanwhile go too."""
+    killed: list[int] = []
+    for _ in range(rounds):
+        procs = find_tagged(match)
+        if not procs:
+            break
+        killed.extend(kill_pids(procs, sig=sig, wait=wait))
+        time.sleep(0.01)
+    return killed

@@ -1,0 +1,219 @@
+"""One failover group on one node: its drivers, its local state, start/stop/fence of its resources."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kagemusha.cluster import LocalState, MonitorRequest
+from kagemusha.config import Config, GroupSpec, MonitorSpec, ResourceSpec
+from kagemusha.errors import KagemushaError
+from kagemusha.monitors import Monitor, MonitorContext, monitor_class
+from kagemusha.resources import (
+    ClpDisk,
+    ClpEvent,
+    ClpServer,
+    ProbeState,
+    Resource,
+    ResourceContext,
+    StartEnv,
+    driver_class,
+)
+
+__all__ = ["GroupRuntime", "MonitorState", "StopFailed"]
+
+log = logging.getLogger("kagemusha.group")
+
+
+class StopFailed(KagemushaError):
+    """A resource could not be stopped: the node must fence itself before anyone else starts the group."""
+
+
+@dataclass
+class MonitorState:
+    spec: MonitorSpec
+    monitor: Monitor
+    consecutive: int = 0
+    total_failures: int = 0
+    last_ok: bool | None = None
+    last_detail: str = ""
+    last_at: float = 0.0
+    suspended: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "last": None if self.last_ok is None else ("ok" if self.last_ok else "failed"),
+            "detail": self.last_detail,
+            "fail_count": self.consecutive,
+            "failures": self.total_failures,
+            "at": self.last_at,
+            "suspended": self.suspended,
+        }
+
+
+@dataclass
+class GroupRuntime:
+    spec: GroupSpec
+    node: str
+    resources: list[tuple[ResourceSpec, Resource]]
+    monitors: list[MonitorState]
+    local: LocalState = LocalState.STOPPED
+    reason: str = ""
+    env: StartEnv = field(default_factory=StartEnv)
+    resource_states: dict[str, str] = field(default_factory=dict)
+    restarts: list[float] = field(default_factory=list)
+    request: MonitorRequest | None = None
+    worker: asyncio.Task[None] | None = None
+    #: bumped when a worker finishes: a plan made from a snapshot read before that is stale for this group.
+    epoch: int = 0
+    monitor_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, config: Config, spec: GroupSpec, node: str) -> GroupRuntime:
+        base = Path(config.source).resolve().parent if config.source else None
+        state_root = Path(config.state_dir_of(node)) / "groups" / spec.name
+        res = []
+        for rs in spec.resources:
+            drv = driver_class(rs.type)
+            ctx = ResourceContext(
+                cluster=config.cluster.name,
+                group=spec.name,
+                resource=rs.name,
+                node=node,
+                state_dir=state_root,
+                cluster_id=config.cluster_id,
+                log=logging.getLogger(f"kagemusha.resource.{rs.type}"),
+                base_dir=base,
+            )
+            res.append((rs, drv(drv.Params.model_validate(rs.params), ctx)))
+        mons = []
+        for ms in spec.monitors:
+            mcls = monitor_class(ms.type)
+            mctx = MonitorContext(
+                cluster=config.cluster.name,
+                group=spec.name,
+                monitor=ms.name,
+                node=node,
+                state_dir=state_root,
+                cluster_id=config.cluster_id,
+                log=logging.getLogger(f"kagemusha.monitor.{ms.type}"),
+            )
+            mons.append(MonitorState(ms, mcls(mcls.Params.model_validate(ms.params), mctx)))
+        rt = cls(spec=spec, node=node, resources=res, monitors=mons)
+        rt.resource_states = {rs.name: "stopped" for rs, _ in res}
+        return rt
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def start_env(self, event: ClpEvent) -> StartEnv:
+        server = ClpServer.HOME if self.spec.home == self.node else ClpServer.OTHER
+        return StartEnv(event=event, server=server, disk=ClpDisk.SUCCESS)
+
+    def _timeout(self, rs: ResourceSpec, drv: Resource, which: str) -> float:
+        val = rs.start_timeout if which == "start" else rs.stop_timeout
+        return float(val if val is not None else (drv.default_start_timeout if which == "start" else drv.default_stop_timeout))
+
+    async def start_resources(self, event: ClpEvent) -> None:
+        """Start every resource in order. On failure stop what started (reverse) and raise.
+
+        A disk resource that fails makes ``CLP_DISK=FAILURE`` for the group's exec
+        resources, which still run (the seed's scripts branch on it), and the
+        start counts as failed.
+
+        Raises:
+            ResourceFailed-like KagemushaError: the start failed (resources stopped again).
+            StopFailed: the start failed and a resource could not be stopped again.
+        """
+        self.env = self.start_env(event)
+        started: list[tuple[ResourceSpec, Resource]] = []
+        failure: str | None = None
+        for rs, drv in self.resources:
+            if failure is not None and not (self.env.disk == ClpDisk.FAILURE and rs.type == "exec"):
+                continue
+            self.resource_states[rs.name] = "starting"
+            t0 = time.monotonic()
+            try:
+                async with asyncio.timeout(self._timeout(rs, drv, "start")):
+                    await drv.start(self.env)
+            except TimeoutError:
+                self.resource_states[rs.name] = "failed"
+                failure = failure or f"resource {rs.name} start timed out after {self._timeout(rs, drv, 'start'):g}s"
+                started.append((rs, drv))  # may be half-started: stop it too
+                continue
+            except (KagemushaError, OSError) as exc:
+                self.resource_states[rs.name] = "failed"
+                failure = failure or f"resource {rs.name} failed to start: {exc}"
+                if drv.is_disk:
+                    self.env = StartEnv(self.env.event, self.env.server, ClpDisk.FAILURE)
+                started.append((rs, drv))
+                continue
+            started.append((rs, drv))
+            self.resource_states[rs.name] = "online"
+            log.info(
+                "resource started",
+                extra={"kv": {"group": self.name, "resource": rs.name, "event": self.env.event.value,
+                              "seconds": round(time.monotonic() - t0, 3)}},
+            )
+        if failure is not None:
+            await self.stop_resources(only=started)
+            raise KagemushaError(failure)
+
+    async def stop_resources(self, only: list[tuple[ResourceSpec, Resource]] | None = None) -> None:
+        """Stop resources in reverse order, each within its ``stop_timeout``.
+
+        Raises:
+            StopFailed: a resource could not be stopped (the others were still tried).
+        """
+        failed: list[str] = []
+        for rs, drv in reversed(only if only is not None else self.resources):
+            self.resource_states[rs.name] = "stopping"
+            try:
+                async with asyncio.timeout(self._timeout(rs, drv, "stop")):
+                    await drv.stop(self.env)
+            except TimeoutError:
+                failed.append(f"{rs.name} stop timed out after {self._timeout(rs, drv, 'stop'):g}s")
+                self.resource_states[rs.name] = "stop_failed"
+                continue
+            except (KagemushaError, OSError) as exc:
+                failed.append(f"{rs.name}: {exc}")
+                self.resource_states[rs.name] = "stop_failed"
+                continue
+            self.resource_states[rs.name] = "stopped"
+        if failed:
+            raise StopFailed("; ".join(failed))
+
+    async def fence(self) -> list[str]:
+        """Kill/remove/unmount every resource at once, no scripts. Returns problems (never raises)."""
+        problems = []
+        results = await asyncio.gather(*(drv.fence() for _, drv in reversed(self.resources)), return_exceptions=True)
+        for (rs, _), res in zip(reversed(self.resources), results):
+            if isinstance(res, BaseException):
+                problems.append(f"{rs.name}: {res}")
+            self.resource_states[rs.name] = "stopped"
+        return problems
+
+    async def probe_all(self) -> dict[str, tuple[ProbeState, str]]:
+        out = {}
+        for rs, drv in self.resources:
+            try:
+                p = await asyncio.wait_for(drv.probe(), 30)
+                out[rs.name] = (p.state, p.reason)
+            except Exception as exc:  # a probe that errors is not "stopped"
+                out[rs.name] = (ProbeState.FAILED, f"probe error: {exc}")
+        return out
+
+    def status_record(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "local": self.local.value,
+            "reason": self.reason,
+            "event": self.env.event.value,
+            "resources": dict(self.resource_states),
+            "monitors": {m.spec.name: m.summary() for m in self.monitors},
+        }

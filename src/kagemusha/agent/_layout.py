@@ -1,0 +1,124 @@
+"""The store layout, and the pure parse of a store snapshot into what ``decide`` and ``status`` read.
+
+Keys (under ``/kagemusha/<cluster>/``)::
+
+    members/<node>               lease   {"address", "pid", "since"}           membership
+    standby/<node>                       {"by", "at"}                          drained node
+    groups/<g>/owner             lease   {"node", "event", "since"}            the one owner
+    groups/<g>/target                    {"online", "by", "at"}                group start/stop
+    groups/<g>/move                      {"to", "by", "at"}                    one-shot move
+    groups/<g>/last                      {"node", "clean", "at", "reason"}     FAILOVER vs START
+    groups/<g>/failures/<node>           {"at", "reason"}                      node exclusion
+    groups/<g>/failovers                 {"times": [...]}                      failover_limit
+    groups/<g>/status                    {"node", "state", "resources", "monitors", "reason", "at"}
+    suspend/<g>/<monitor>                {"by", "at"}                          monitor suspended
+    events/<time_ns>-<node>              {"at", "node", "group", "kind", "reason", "by"}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from kagemusha.cluster import FailureMark, GroupView, LastRun, OwnerRecord
+from kagemusha.resources._base import ClpEvent
+from kagemusha.store import KeyValue
+
+__all__ = ["Snapshot", "GroupRecords", "root_of", "parse_snapshot"]
+
+
+def root_of(cluster: str) -> str:
+    return f"/kagemusha/{cluster}/"
+
+
+def _json(kv: KeyValue) -> dict[str, Any]:
+    try:
+        data = json.loads(kv.value)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+@dataclass
+class GroupRecords:
+    owner: OwnerRecord | None = None
+    owner_revision: int = 0
+    owner_since: float = 0.0
+    target_online: bool | None = None
+    move_to: str | None = None
+    move_revision: int = 0
+    last: LastRun | None = None
+    failures: list[FailureMark] = field(default_factory=list)
+    failovers: list[float] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+
+    def view(self, name: str, autostart: bool) -> GroupView:
+        return GroupView(
+            name=name,
+            owner=self.owner,
+            target_online=autostart if self.target_online is None else self.target_online,
+            move_to=self.move_to,
+            last=self.last,
+            failures=tuple(self.failures),
+            failovers=tuple(self.failovers),
+        )
+
+
+@dataclass
+class Snapshot:
+    revision: int = 0
+    members: dict[str, dict[str, Any]] = field(default_factory=dict)
+    standby: set[str] = field(default_factory=set)
+    groups: dict[str, GroupRecords] = field(default_factory=dict)
+    suspended: set[tuple[str, str]] = field(default_factory=set)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, Any] | None = None
+
+    def group(self, name: str) -> GroupRecords:
+        return self.groups.setdefault(name, GroupRecords())
+
+
+def parse_snapshot(kvs: list[KeyValue], revision: int, root: str) -> Snapshot:
+    """Turn the keys under ``root`` into a ``Snapshot``. Unparseable values are ignored, never fatal."""
+    snap = Snapshot(revision=revision)
+    for kv in kvs:
+        rel = kv.key[len(root):] if kv.key.startswith(root) else kv.key
+        parts = rel.split("/")
+        data = _json(kv)
+        if parts[0] == "members" and len(parts) == 2:
+            snap.members[parts[1]] = data
+        elif parts[0] == "standby" and len(parts) == 2:
+            snap.standby.add(parts[1])
+        elif parts[0] == "suspend" and len(parts) == 3:
+            snap.suspended.add((parts[1], parts[2]))
+        elif parts[0] == "events" and len(parts) == 2:
+            snap.events.append(data)
+        elif parts[0] == "config" and len(parts) == 1:
+            snap.config = data
+        elif parts[0] == "groups" and len(parts) >= 3:
+            g = snap.group(parts[1])
+            what = parts[2]
+            if what == "owner" and isinstance(data.get("node"), str):
+                try:
+                    event = ClpEvent(data.get("event", "START"))
+                except ValueError:
+                    event = ClpEvent.START
+                g.owner = OwnerRecord(node=data["node"], event=event)
+                g.owner_revision = kv.mod_revision
+                g.owner_since = float(data.get("since", 0.0))
+            elif what == "target":
+                g.target_online = bool(data.get("online", True))
+            elif what == "move" and isinstance(data.get("to"), str):
+                g.move_to = data["to"]
+                g.move_revision = kv.mod_revision
+            elif what == "last" and isinstance(data.get("node"), str):
+                g.last = LastRun(node=data["node"], clean=bool(data.get("clean", False)))
+            elif what == "failures" and len(parts) == 4:
+                g.failures.append(FailureMark(node=parts[3], at=float(data.get("at", 0.0)), reason=str(data.get("reason", ""))))
+            elif what == "failovers":
+                g.failovers = [float(t) for t in data.get("times", []) if isinstance(t, (int, float))]
+            elif what == "status":
+                g.status = data
+    snap.events.sort(key=lambda e: e.get("at", 0.0))
+    return snap

@@ -1,0 +1,70 @@
+"""Shared CLI plumbing: config loading with exit 2, async runner, error mapping, JSON/table output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from kagemusha.config import Config, load_config
+from kagemusha.errors import ConfigError, KagemushaError, StoreUnavailable
+
+T = TypeVar("T")
+
+DEFAULT_CONFIG = "/etc/kagemusha/cluster.toml"
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+ConfigOpt = typer.Option(
+    None, "--config", "-c", help=f"cluster.toml (default: $KAGEMUSHA_CONFIG or {DEFAULT_CONFIG})", show_default=False
+)
+JsonOpt = typer.Option(False, "--json", help="print JSON instead of a table")
+WaitOpt = typer.Option(120.0, "--wait", min=0, help="seconds to wait for the action to complete")
+
+
+def fail(msg: str, code: int = 1) -> NoReturn:
+    err.print(f"kagemusha: {msg}", markup=False)
+    raise typer.Exit(code)
+
+
+def print_config_errors(exc: ConfigError) -> None:
+    for loc, msg in exc.errors:
+        err.print(f"{loc}: {msg}" if loc else msg, markup=False)
+
+
+def config_path(path: str | None) -> str:
+    return path or os.environ.get("KAGEMUSHA_CONFIG") or DEFAULT_CONFIG
+
+
+def get_config(path: str | None) -> Config:
+    try:
+        return load_config(config_path(path))
+    except ConfigError as exc:
+        print_config_errors(exc)
+        raise typer.Exit(2) from None
+
+
+def run(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine; map expected errors to exit codes with one clear line, never a traceback."""
+    from kagemusha.control import UsageError
+
+    try:
+        return asyncio.run(fn())  # type: ignore[arg-type]
+    except UsageError as exc:
+        fail(str(exc), 2)
+    except StoreUnavailable as exc:
+        fail(f"cannot reach the cluster store: {exc}")
+    except KagemushaError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")

@@ -1,0 +1,27 @@
+"""``cluster.toml``: schema and loading. Every error names the file, the key and what is expected."""
+
+from kagemusha.config._load import load_config, parse_config, timing_errors
+from kagemusha.config._schema import (
+    ClusterSection,
+    Config,
+    Failback,
+    FinalAction,
+    GroupSpec,
+    MonitorSpec,
+    NodeSpec,
+    ResourceSpec,
+)
+
+__all__ = [
+    "ClusterSection",
+    "Config",
+    "Failback",
+    "FinalAction",
+    "GroupSpec",
+    "MonitorSpec",
+    "NodeSpec",
+    "ResourceSpec",
+    "load_config",
+    "parse_config",
+    "timing_errors",
+]

@@ -1,0 +1,155 @@
+"""Load and validate ``cluster.toml``: every error names the file, the key path and what is expected."""
+
+from __future__ import annotations
+
+import tomllib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from kagemusha.config._schema import Config, loc_to_path
+from kagemusha.errors import ConfigError
+
+__all__ = ["load_config", "parse_config", "timing_errors"]
+
+
+def _pydantic_errors(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    out = []
+    for err in exc.errors():
+        path = loc_to_path(tuple(err["loc"]))
+        if prefix:
+            path = f"{prefix}.{path}" if path else prefix
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        out.append((path, msg))
+    return out
+
+
+def timing_errors(cfg: Config) -> list[tuple[str, str]]:
+    """Patroni-style timing rule: a node must be able to notice a failed renewal and fence itself
+    before its lease can expire at the store.
+
+    ``heartbeat_interval + store_timeout + fence_margin <= heartbeat_timeout``.
+    """
+    c = cfg.cluster
+    need = c.heartbeat_interval + c.store_timeout + c.fence_margin
+    if need > c.heartbeat_timeout + 1e-9:
+        return [(
+            "cluster.heartbeat_timeout",
+            f"must be >= cluster.heartbeat_interval + cluster.store_timeout + cluster.fence_margin "
+            f"({c.heartbeat_interval} + {c.store_timeout} + {c.fence_margin} = {need:g}), got {c.heartbeat_timeout}: "
+            "a node that misses a renewal could not fence itself before its lease expires",
+        )]
+    return []
+
+
+def _semantic_errors(cfg: Config, base_dir: Path | None) -> list[tuple[str, str]]:
+    from kagemusha.monitors import REGISTRY as MONITORS
+    from kagemusha.monitors import monitor_class
+    from kagemusha.resources import REGISTRY as RESOURCES
+    from kagemusha.resources import driver_class
+    from kagemusha.store._open import parse_store_url
+
+    errors: list[tuple[str, str]] = []
+
+    def dupes(names: list[str], where: str) -> None:
+        for name, n in Counter(names).items():
+            if n > 1:
+                idx = [i for i, x in enumerate(names) if x == name]
+                errors.append((f"{where}[{idx[1]}].name", f'duplicate name "{name}" (also {where}[{idx[0]}])'))
+
+    dupes([n.name for n in cfg.nodes], "nodes")
+    dupes([g.name for g in cfg.groups], "groups")
+    addresses = Counter(n.address for n in cfg.nodes)
+    for i, n in enumerate(cfg.nodes):
+        if addresses[n.address] > 1:
+            errors.append((f"nodes[{i}].address", f'address "{n.address}" is used by more than one node'))
+    node_names = set(cfg.node_names)
+    for gi, g in enumerate(cfg.groups):
+        for ni, n in enumerate(g.nodes):
+            if n not in node_names:
+                errors.append((f"groups[{gi}].nodes[{ni}]", f'node "{n}" is not defined in [[nodes]] (known: {", ".join(sorted(node_names))})'))
+        if len(set(g.nodes)) != len(g.nodes):
+            errors.append((f"groups[{gi}].nodes", "a node is listed twice"))
+        dupes([r.name for r in g.resources], f"groups[{gi}].resources")
+        dupes([m.name for m in g.monitors], f"groups[{gi}].monitors")
+        for kind, specs, registry, lookup in (
+            ("resources", g.resources, RESOURCES, driver_class),
+            ("monitors", g.monitors, MONITORS, monitor_class),
+        ):
+            for ri, spec in enumerate(specs):
+                where = f"groups[{gi}].{kind}[{ri}]"
+                if spec.type not in registry:
+                    errors.append((f"{where}.type", f'unknown {kind[:-1]} type "{spec.type}" (expected one of: {", ".join(sorted(registry))})'))
+                    continue
+                cls: Any = lookup(spec.type)
+                try:
+                    params = cls.Params.model_validate(spec.params)
+                except ValidationError as exc:
+                    errors.extend(_pydantic_errors(exc, where))
+                    continue
+                for key, msg in cls.check_params(params, base_dir=base_dir):
+                    errors.append((f"{where}.{key}", msg))
+        for mi, m in enumerate(g.monitors):
+            if m.timeout > 0 and m.interval <= 0:
+                errors.append((f"groups[{gi}].monitors[{mi}].interval", "must be > 0"))
+    try:
+        url = parse_store_url(cfg.cluster.store)
+        hosts = {n.host for n in cfg.nodes}
+        if url.scheme == "local" and len(hosts) > 1:
+            errors.append(("cluster.store", f"the local store serves nodes on one host, but nodes name hosts {sorted(hosts)}: use etcd://"))
+    except ConfigError:
+        pass
+    c = cfg.cluster
+    for key in ("api_token_file", "tls_cert_file", "tls_key_file", "store_ca_file", "store_cert_file", "store_key_file", "store_password_file"):
+        val = getattr(c, key)
+        if val is not None:
+            p = Path(val) if Path(val).is_absolute() or base_dir is None else base_dir / val
+            if not p.is_file():
+                errors.append((f"cluster.{key}", f"file {p} does not exist"))
+    if (c.tls_cert_file is None) != (c.tls_key_file is None):
+        errors.append(("cluster.tls_key_file", "tls_cert_file and tls_key_file go together"))
+    errors.extend(timing_errors(cfg))
+    return errors
+
+
+def parse_config(data: dict[str, Any], *, source: str = "", base_dir: Path | None = None) -> Config:
+    """Validate a config already parsed from TOML.
+
+    Raises:
+        ConfigError: every problem found, each ``(file: key.path, message)``.
+    """
+    prefix = f"{source}: " if source else ""
+    try:
+        cfg = Config.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        raise ConfigError([(prefix + path, msg) for path, msg in _pydantic_errors(exc)]) from None
+    errors = _semantic_errors(cfg, base_dir)
+    if errors:
+        raise ConfigError([(prefix + path, msg) for path, msg in errors])
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate ``cluster.toml``.
+
+    Raises:
+        ConfigError: unreadable file, bad TOML (with line and column), or invalid content.
+    """
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError([(str(p), f"cannot read config file: {exc.strerror}")]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError([(str(p), "not UTF-8 text")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([(str(p), f"invalid TOML: {exc}")]) from None
+    return parse_config(data, source=str(p), base_dir=p.resolve().parent)

@@ -1,0 +1,224 @@
+"""The one façade through which domains touch processes and sockets.
+
+A domain's processes are found two ways, and only these: the environment variable
+``KAGEMUSHA_DOMAIN=<absolute domain directory>`` that every process of the domain inherits
+(children that detach with ``setsid`` keep it), and the session the domain was started in
+(its master is a session leader), limited to processes younger than the master. A process
+that matches neither is never signalled: nothing is ever killed by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from kagemusha.domains._layout import read_json, write_json_atomic
+from kagemusha.errors import DomainError
+
+__all__ = [
+    "ENV_TAG",
+    "ProcessRecord",
+    "bind_listener",
+    "domain_processes",
+    "kill_all",
+    "read_record",
+    "write_state",
+]
+
+ENV_TAG = "KAGEMUSHA_DOMAIN"
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """What ``state/state.json`` says about a domain's master process."""
+
+    state: str
+    pid: int | None
+    create_time: float | None
+    detail: str = ""
+
+    @property
+    def session(self) -> int | None:
+        return self.pid
+
+
+def read_record(state_file: Path) -> ProcessRecord:
+    data = read_json(state_file)
+    if not isinstance(data, dict):
+        return ProcessRecord("not running", None, None)
+    pid = data.get("pid")
+    ct = data.get("create_time")
+    return ProcessRecord(
+        state=str(data.get("state", "not running")),
+        pid=pid if isinstance(pid, int) else None,
+        create_time=float(ct) if isinstance(ct, (int, float)) else None,
+        detail=str(data.get("detail", "")),
+    )
+
+
+def write_state(state_file: Path, state: str, *, pid: int | None = None, detail: str = "", **extra: Any) -> None:
+    """Record the domain's state; with ``pid`` (the master) its creation time is recorded too."""
+    data: dict[str, Any] = {"state": state, "since": time.time(), "detail": detail, **extra}
+    if pid is not None:
+        data["pid"] = pid
+        with contextlib.suppress(psutil.Error):
+            data["create_time"] = psutil.Process(pid).create_time()
+    write_json_atomic(state_file, data)
+
+
+def _is_gone(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+def reap(pid: int) -> None:
+    """Collect ``pid`` if it is our own exited child (an agent that started a domain in-process)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def master_alive(record: ProcessRecord, domain_dir: Path) -> psutil.Process | None:
+    """The domain's master if it is alive and provably the one recorded (pid, creation time, tag)."""
+    if record.pid is None:
+        return None
+    reap(record.pid)
+    try:
+        proc = psutil.Process(record.pid)
+        if _is_gone(proc):
+            return None
+        if record.create_time is not None and abs(proc.create_time() - record.create_time) > 1.0:
+            return None  # NB: the pid was reused by an unrelated process
+        try:
+            if proc.environ().get(ENV_TAG) != str(domain_dir):
+                return None
+        except psutil.AccessDenied:
+            pass  # cannot read it: the pid + creation time still prove it
+        return proc
+    except psutil.Error:
+        return None
+
+
+def domain_processes(domain_dir: Path, record: ProcessRecord | None = None) -> list[psutil.Process]:
+    """Every live process that provably belongs to the domain in ``domain_dir``.
+
+    Args:
+        domain_dir: the domain's absolute directory (the value of its ``KAGEMUSHA_DOMAIN`` tag).
+        record: the master's record; its session adds untagged processes (a child that cleared
+            its environment) started after the master.
+
+    Returns:
+        The processes, this process and its ancestors excluded.
+    """
+    tag = str(domain_dir)
+    me = os.getpid()
+    excluded = {me}
+    with contextlib.suppress(psutil.Error):
+        excluded.update(p.pid for p in psutil.Process(me).parents())
+    session = record.session if record is not None else None
+    since = record.create_time if record is not None else None
+    found: list[psutil.Process] = []
+    for proc in psutil.process_iter(["pid", "create_time", "status"]):
+        pid = proc.info["pid"]
+        if pid in excluded or proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        belongs = False
+        try:
+            belongs = proc.environ().get(ENV_TAG) == tag
+        except psutil.Error:
+            pass
+        if not belongs and session is not None and since is not None:
+            try:
+                belongs = os.getsid(pid) == session and proc.info["create_time"] >= since - 0.5
+            except OSError:
+                pass
+        if belongs:
+            found.append(proc)
+    return found
+
+
+def kill_all(domain_dir: Path, record: ProcessRecord | None = None, *, rounds: int = 5) -> list[int]:
+    """SIGKILL every process of the domain at once, rescanning for ones forked meanwhile.
+
+    Returns:
+        The pids killed.
+
+    Raises:
+        DomainError: some process of the domain survived (e.g. owned by another user and we
+            are not root).
+    """
+    killed: list[int] = []
+    for _ in range(rounds):
+        procs = domain_processes(domain_dir, record)
+        if not procs:
+            return killed
+        # Freeze first so nothing forks between the scan and the kill.
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.suspend()
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+                killed.append(proc.pid)
+        for proc in procs:
+            reap(proc.pid)
+        psutil.wait_procs(procs, timeout=2.0)
+        for proc in procs:
+            reap(proc.pid)
+    left = domain_processes(domain_dir, record)
+    if left:
+        raise DomainError(f"could not kill processes {[p.pid for p in left]} of {domain_dir}")
+    return killed
+
+
+def signal_procs(procs: Iterable[psutil.Process], sig: int) -> None:
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(sig)
+
+
+def bind_listener(port: int, key: str, *, host: str = "0.0.0.0", backlog: int = 2048) -> socket.socket:
+    """A listening TCP socket on ``host:port`` that a child process can inherit.
+
+    The starter binds every port (as root when the domain's user cannot bind below 1024) and
+    hands the descriptors to the domain: that is how a non-root domain serves port 80.
+
+    Raises:
+        DomainError: the port is in use or may not be bound; the message names key and port.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise DomainError(f"port {port} ({key}) is already in use on this node") from exc
+        if exc.errno == errno.EACCES:
+            raise DomainError(
+                f"port {port} ({key}): permission denied; ports below 1024 need the domain started as root"
+                " (it then runs as domain.run.user)"
+            ) from exc
+        raise DomainError(f"cannot listen on port {port} ({key}): {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def send_signal(pid: int, sig: signal.Signals) -> bool:
+    try:
+        os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
