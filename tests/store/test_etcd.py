@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,6 @@ from kagemusha.store import WatchEvent, WatchEventType, open_store
 from kagemusha.store.etcd import EtcdStore
 from kagemusha.testing import check_store
 from kagemusha.testing.etcd import EtcdCluster, make_test_pki, require_etcd
-
 
 
 def _prefix() -> str:
@@ -382,3 +383,32 @@ def test_user_and_password(tmp_path: Path) -> None:
 
         asyncio.run(run())
 
+
+
+# -- the fixture itself ----------------------------------------------------------------
+
+
+def test_cluster_runs_members_through_a_popen_hook_and_stops_only_its_pids(tmp_path: Path) -> None:
+    # The netns harness passes its popen (run argv inside a node's namespace) the same way.
+    require_etcd()
+    calls: list[tuple[Any, str]] = []
+
+    def popen(node: Any, argv: Sequence[str], *, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+        calls.append((node, Path(argv[0]).name))
+        return subprocess.Popen(list(argv), env=dict(env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    bystander = subprocess.Popen(["sleep", "30"])
+    try:
+        cluster = EtcdCluster(1, nodes=["n1"], popen=popen, base_dir=tmp_path / "etcd")
+        with cluster:
+            (pid,) = cluster.pids
+            assert ("n1", "etcd") in calls and ("n1", "etcdctl") in calls, "health is probed through the hook"
+            assert cluster.endpoints.startswith("etcd://127.0.0.1:")
+        assert cluster.pids == []
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+        assert bystander.poll() is None, "teardown touches only the members it started"
+        assert (tmp_path / "etcd" / "m0.log").exists(), "a given base_dir is kept"
+    finally:
+        bystander.kill()
+        bystander.wait()

@@ -360,46 +360,39 @@ class EtcdStore(Store):
         n = len(self.endpoints)
         deadline = anyio.current_time() + self.timeout
         start = self._current
-        tried: list[str] = []
+        failures: list[str] = []  # "endpoint: reason" for each endpoint tried
         last: BaseException | None = None
         for i in range(n):
             remaining = deadline - anyio.current_time()
             if remaining <= 0:
                 break
             endpoint = self.endpoints[(start + i) % n]
-            tried.append(endpoint)
             try:
                 with anyio.fail_after(remaining / (n - i) if idempotent else remaining):
                     result = await self._post_once(endpoint, path, body)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                last = exc
-                self._skip(endpoint)
-                continue
             except _EtcdError as exc:
                 if exc.is_lease_not_found:
                     raise
                 last = exc
+                failures.append(f"{endpoint}: {exc.message}")
                 self._skip(endpoint)
                 if idempotent and exc.retry_elsewhere:
                     continue
-                raise StoreUnavailable(f"etcd {endpoint}: {path}: {exc.message}") from exc
+                break
             except (httpx.HTTPError, ValueError, TimeoutError) as exc:
                 last = exc
+                timed_out = isinstance(exc, TimeoutError | httpx.TimeoutException)
+                failures.append(f"{endpoint}: " + ("no answer in time" if timed_out else _describe(exc)))
                 self._skip(endpoint)
-                if idempotent:
+                # A refused or timed-out connect never sent the request: safe to ask the next one.
+                if idempotent or isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
                     continue
-                if isinstance(exc, TimeoutError | httpx.TimeoutException):
-                    raise StoreUnavailable(
-                        f"etcd {endpoint}: {path}: no answer within {self.timeout:g}s"
-                    ) from exc
-                raise StoreUnavailable(f"etcd {endpoint}: {path}: {_describe(exc)}") from exc
+                break
             self._current = self.endpoints.index(endpoint)
             return result
-        if isinstance(last, TimeoutError | httpx.TimeoutException) or last is None:
-            reason = f"no answer within {self.timeout:g}s"
-        else:
-            reason = _describe(last)
-        raise StoreUnavailable(f"etcd {', '.join(tried) or self.endpoints[start]}: {path}: {reason}") from last
+        if not failures:
+            failures.append(f"{self.endpoints[start]}: no answer in time")
+        raise StoreUnavailable(f"etcd {path} failed within {self.timeout:g}s: {'; '.join(failures)}") from last
 
     @staticmethod
     def _revision(result: dict[str, Any]) -> int:
