@@ -19,7 +19,7 @@ import time
 
 import psutil
 
-__all__ = ["find_tagged", "kill_tagged", "kill_pids"]
+__all__ = ["find_tagged", "kill_tagged", "kill_pids", "wait_gone"]
 
 
 def find_tagged(match: dict[str, str], *, exclude_self: bool = True) -> list[psutil.Process]:
@@ -55,8 +55,26 @@ def kill_pids(procs: list[psutil.Process], *, sig: int = signal.SIGKILL, wait: f
         except psutil.Error:
             continue
     if wait > 0 and procs:
-        psutil.wait_procs(procs, timeout=wait)
+        wait_gone(procs, wait)
     return pids
+
+
+def _gone(p: psutil.Process) -> bool:
+    try:
+        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+def wait_gone(procs: list[psutil.Process], timeout: float) -> bool:
+    """Wait until every process has exited (a zombie counts as exited: it runs nothing). True if all went."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if all(_gone(p) for p in procs):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
 
 
 def kill_tagged(match: dict[str, str], *, sig: int = signal.SIGKILL, wait: float = 2.0, rounds: int = 3) -> list[int]:

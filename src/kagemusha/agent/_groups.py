@@ -89,7 +89,11 @@ class GroupRuntime:
                 log=logging.getLogger(f"kagemusha.resource.{rs.type}"),
                 base_dir=base,
             )
-            res.append((rs, drv(drv.Params.model_validate(rs.params), ctx)))
+            params = dict(rs.params)
+            node_env = config.node(node).env
+            if node_env and rs.type == "exec":
+                params["env"] = {**node_env, **params.get("env", {})}
+            res.append((rs, drv(drv.Params.model_validate(params), ctx)))
         mons = []
         for ms in spec.monitors:
             mcls = monitor_class(ms.type)
@@ -102,7 +106,11 @@ class GroupRuntime:
                 cluster_id=config.cluster_id,
                 log=logging.getLogger(f"kagemusha.monitor.{ms.type}"),
             )
-            mons.append(MonitorState(ms, mcls(mcls.Params.model_validate(ms.params), mctx)))
+            mparams = dict(ms.params)
+            node_env = config.node(node).env
+            if node_env and ms.type == "exec":
+                mparams["env"] = {**node_env, **mparams.get("env", {})}
+            mons.append(MonitorState(ms, mcls(mcls.Params.model_validate(mparams), mctx)))
         rt = cls(spec=spec, node=node, resources=res, monitors=mons)
         rt.resource_states = {rs.name: "stopped" for rs, _ in res}
         return rt

@@ -18,8 +18,8 @@ from kagemusha.errors import ConfigError, KagemushaError, StoreUnavailable
 T = TypeVar("T")
 
 DEFAULT_CONFIG = "/etc/kagemusha/cluster.toml"
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
 
 ConfigOpt = typer.Option(
     None, "--config", "-c", help=f"cluster.toml (default: $KAGEMUSHA_CONFIG or {DEFAULT_CONFIG})", show_default=False

@@ -1,7 +1,224 @@
-"""``kagemusha domain ...``: placeholder until the domains part lands."""
+"""``kagemusha domain ...``: the seed's ``otxadmin`` domain commands.
+
+The seed's verbs are accepted too (``create-domain``, ``delete-domain``, ``start-domain``,
+``stop-domain``, ``list-domains``), with the seed's flags (``--wait_timeout``, ``--file=...``,
+``--domaindir=...``), so a seed script runs with ``/opt/WebOTX/bin/otxadmin`` replaced by
+``kagemusha domain`` and nothing else changed. Exit 0 on success, 1 on failure (one line why),
+2 on bad usage.
+"""
 
 from __future__ import annotations
 
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
 import typer
 
-app = typer.Typer(help="Application-server domains (WebOTX otxadmin commands).", no_args_is_help=True)
+from kagemusha.errors import ConfigError, KagemushaError
+
+app = typer.Typer(
+    help="Application-server domains (WebOTX otxadmin commands).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DomainDir = Annotated[
+    Path | None, typer.Option("--domaindir", help="Domains root (default: where the node registry says).")
+]
+Name = Annotated[str, typer.Argument(help="Domain name (admin: the node's admin domain).", show_default=False)]
+
+
+def _fail(message: str) -> None:
+    print(f"kagemusha: {message}", file=sys.stderr)
+
+
+def _handled(fn: F) -> F:
+    """Failures become one line on stderr and exit 1; never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            for loc, msg in exc.errors:
+                _fail(f"{loc}: {msg}" if loc else msg)
+            raise typer.Exit(1) from None
+        except KagemushaError as exc:
+            _fail(str(exc))
+            raise typer.Exit(1) from None
+        except OSError as exc:
+            _fail(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _command(name: str, alias: str | None = None, **kwargs: Any) -> Callable[[F], F]:
+    def register(fn: F) -> F:
+        handled = _handled(fn)
+        app.command(name, **kwargs)(handled)
+        if alias:
+            app.command(alias, hidden=True, **kwargs)(handled)
+        return fn
+
+    return register
+
+
+@_command("create", "create-domain")
+def create(
+    name: Name,
+    file: Annotated[Path, typer.Option("--file", "-f", help="The domain's properties file (domain1.properties).")],
+    domaindir: DomainDir = None,
+    user: Annotated[str | None, typer.Option("--user", help="Admin domain user.")] = None,
+    password: Annotated[str | None, typer.Option("--password", help="Admin domain password.")] = None,
+    port: Annotated[int | None, typer.Option("--port", min=1, max=65535, help="Admin domain port (6202).")] = None,
+) -> None:
+    """Create a domain from a properties file (otxadmin create-domain)."""
+    from kagemusha.domains import create_domain
+
+    layout, warnings = create_domain(
+        name, file, domaindir=domaindir, admin_user=user, admin_password=password, admin_port=port
+    )
+    for w in warnings:
+        print(f"kagemusha: warning: {w}", file=sys.stderr)
+    print(f"Domain {name} created in {layout.dir}.")
+
+
+@_command("delete", "delete-domain")
+def delete(
+    name: Name,
+    domaindir: DomainDir = None,
+    user: Annotated[str | None, typer.Option("--user")] = None,
+    password: Annotated[str | None, typer.Option("--password")] = None,
+    port: Annotated[int | None, typer.Option("--port", min=1, max=65535)] = None,
+) -> None:
+    """Delete a stopped domain and its directory (otxadmin delete-domain)."""
+    from kagemusha.domains import delete_domain
+
+    delete_domain(name, domaindir, admin_user=user, admin_password=password)
+    print(f"Domain {name} deleted.")
+
+
+@_command("start", "start-domain")
+def start(
+    name: Name,
+    domaindir: DomainDir = None,
+    adminonly: Annotated[bool, typer.Option("--adminonly", help="With admin: start the admin domain alone.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to wait for readiness.")] = 120.0,
+) -> None:
+    """Start a domain; returns once its application answers (otxadmin start-domain)."""
+    from kagemusha.domains import start_domain
+
+    if adminonly and name != "admin":
+        raise typer.BadParameter("--adminonly applies to the admin domain only")
+    start_domain(name, domaindir, wait=timeout, adminonly=adminonly)
+    print(f"Domain {name} started.")
+
+
+@_command("stop", "stop-domain")
+def stop(
+    name: Name,
+    domaindir: DomainDir = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Kill every process of the domain after --wait_timeout seconds.")
+    ] = False,
+    wait_timeout: Annotated[
+        float,
+        typer.Option(
+            "--wait_timeout", "--wait-timeout", min=0, help="Seconds of graceful stop (0 with --force: kill at once)."
+        ),
+    ] = 300.0,
+) -> None:
+    """Stop a domain gracefully; with --force kill it after --wait_timeout (otxadmin stop-domain)."""
+    from kagemusha.domains import stop_domain
+
+    stop_domain(name, domaindir, force=force, wait_timeout=wait_timeout)
+    print(f"Domain {name} stopped.")
+
+
+@_command("list", "list-domains")
+def list_(domaindir: DomainDir = None) -> None:
+    """List the domains and their states (otxadmin list-domains)."""
+    from kagemusha.domains import list_domains
+
+    infos = list_domains(domaindir)
+    print(f"List of domains{f' in {domaindir}' if domaindir else ''}:")
+    for info in infos:
+        print(f"{info.name} {info.state}")
+
+
+@_command("kill")
+def kill(name: Name, domaindir: DomainDir = None) -> None:
+    """Kill every process of a domain at once, without a graceful stop (fencing)."""
+    from kagemusha.domains import kill_domain
+
+    pids = kill_domain(name, domaindir)
+    print(f"Domain {name} killed ({len(pids)} processes).")
+
+
+@_command("setup")
+def setup(
+    domains_root: Annotated[
+        Path, typer.Option("--domains-root", "--domaindir", help="A domains root (on the switchover disk).")
+    ],
+    port: Annotated[int | None, typer.Option("--port", min=1, max=65535, help="Admin domain port.")] = None,
+) -> None:
+    """Register a domains root created on another node (the seed's setup.env step)."""
+    from kagemusha.domains import setup_domains_root
+
+    names = setup_domains_root(domains_root, admin_port=port)
+    print(f"Domains root {domains_root.absolute()} registered: {', '.join(names) or 'no domains'}.")
+
+
+@_command("deploy")
+def deploy(
+    name: Name,
+    import_string: Annotated[str, typer.Argument(help="ASGI or WSGI app, 'module:attribute'.", show_default=False)],
+    domaindir: DomainDir = None,
+    path: Annotated[
+        Path | None, typer.Option("--path", help="Directory with the app's code, copied into the domain.")
+    ] = None,
+) -> None:
+    """Deploy an ASGI or WSGI application to a domain (served from its next start)."""
+    from kagemusha.domains import deploy_app
+
+    running = deploy_app(name, import_string, domaindir, path=path)
+    print(f"Application {import_string} deployed to {name}{'; restart the domain to serve it' if running else ''}.")
+
+
+@_command("autostart")
+def autostart(
+    name: Name,
+    enable: Annotated[
+        bool, typer.Option("--enable/--disable", help="Whether the admin domain starts this domain.")
+    ] = True,
+    domaindir: DomainDir = None,
+) -> None:
+    """Turn a domain's autostart (by the admin domain) on or off; off for cluster-owned domains."""
+    from kagemusha.domains import set_autostart
+
+    set_autostart(name, enable, domaindir)
+    print(f"Autostart of {name} {'enabled' if enable else 'disabled'}.")
+
+
+@_command("health")
+def health(
+    name: Name,
+    domaindir: DomainDir = None,
+    user: Annotated[str, typer.Option("--user")] = "admin",
+    password: Annotated[str, typer.Option("--password", envvar="KAGEMUSHA_DOMAIN_PASSWORD")] = "",
+) -> None:
+    """Check that a domain serves: admin API (with credentials) and application (exit 1 if not)."""
+    from kagemusha.domains import check_domain_health
+
+    h = check_domain_health(name, domaindir, user=user, password=password)
+    if not h.ok:
+        _fail(f"domain {name} is unhealthy: {h.detail}")
+        raise typer.Exit(1)
+    print(f"Domain {name} is healthy.")

@@ -86,6 +86,8 @@ class NodeSpec(Strict):
     address: str
     host: str = Field("localhost", description="machine identity; distinct hosts need a store that spans hosts")
     state_dir: str | None = None
+    #: environment given to every script (exec resources and monitors) on this node
+    env: dict[str, str] = Field(default_factory=dict)
 
     _v_address = field_validator("address")(classmethod(lambda cls, v: _host_port(v)))
 

@@ -1,0 +1,3 @@
+from kagemusha.cli import main
+
+main()

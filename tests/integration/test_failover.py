@@ -1,0 +1,142 @@
+"""Two and three real agents on one local store: crash, leave, move, failback, mutual standby."""
+
+from __future__ import annotations
+
+import time
+
+from tests.integration.cluster import LocalCluster
+
+
+def test_crash_fails_over_within_ttl_plus_one(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    c: LocalCluster = make_cluster()
+    c.start_all()
+    c.wait_group("webotx1", "online", "n1")
+    (first,) = c.starts("webotx1")
+    assert (first.node, first.event, first.server, first.disk) == ("n1", "START", "HOME", "SUCCESS")
+    crashed_at = c.crash("n1")
+    _, online_at = c.wait_group("webotx1", "online", "n2", timeout=10)
+    start = c.starts("webotx1")[-1]
+    assert (start.node, start.event, start.server) == ("n2", "FAILOVER", "OTHER")
+    assert start.at - crashed_at < c.config.cluster.heartbeat_timeout + 1.0, start.at - crashed_at  # type: ignore[union-attr]
+    st = c.status()
+    assert {n["name"]: n["state"] for n in st["nodes"]} == {"n1": "down", "n2": "up"}
+
+
+def test_sigterm_leave_hands_over_at_once_with_start_event(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    c: LocalCluster = make_cluster()
+    c.start_all()
+    c.wait_group("webotx1", "online", "n1")
+    t0 = time.time()
+    assert c.leave("n1") == 0
+    c.wait_group("webotx1", "online", "n2", timeout=10)
+    stop = [t for t in c.trace() if t.kind == "stop"][-1]
+    assert (stop.node, stop.event) == ("n1", "START"), "the stop script gets the event the group started with"
+    start = c.starts("webotx1")[-1]
+    assert (start.node, start.event) == ("n2", "START")
+    assert start.at - t0 < 3.0, "a leave hands over without waiting for the lease to expire"
+
+
+def test_group_move_and_manual_failback(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    c: LocalCluster = make_cluster()
+    c.start_all()
+    c.wait_group("webotx1", "online", "n1")
+    r = c.cli("group", "move", "webotx1", "--to", "n2", "--wait", "30")
+    assert r.returncode == 0, r.stderr
+    assert "online on n2" in r.stdout
+    assert c.starts("webotx1")[-1].event == "START"
+    # crash n2: back to n1 (FAILOVER); n2 rejoins: manual failback keeps it on n1
+    c.crash("n2")
+    c.wait_group("webotx1", "online", "n1", timeout=10)
+    assert c.starts("webotx1")[-1].event == "FAILOVER"
+    c.start("n2")
+    time.sleep(2.0)
+    assert c.group_status("webotx1")["node"] == "n1"
+    # bad usage and impossible moves
+    r = c.cli("group", "move", "webotx1", "--to", "n9")
+    assert r.returncode == 2 and "no node" in r.stderr and "Traceback" not in r.stderr
+    r = c.cli("group", "move", "nogroup", "--to", "n1")
+    assert r.returncode == 2 and "no group" in r.stderr
+
+
+def test_auto_failback_returns_home(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    c: LocalCluster = make_cluster()
+    c.groups = [c.group("webotx1", ["n1", "n2"], failback="auto")]
+    c.write_config()
+    c.start_all()
+    c.wait_group("webotx1", "online", "n1")
+    c.crash("n1")
+    c.wait_group("webotx1", "online", "n2", timeout=10)
+    c.start("n1")
+    c.wait_group("webotx1", "online", "n1", timeout=15)
+    assert c.starts("webotx1")[-1].event == "START" and c.starts("webotx1")[-1].server == "HOME"
+
+
+def test_group_stop_and_start(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    c: LocalCluster = make_cluster()
+    c.start_all()
+    c.wait_group("webotx1", "online", "n1")
+    r = c.cli("group", "stop", "webotx1", "--wait", "30")
+    assert r.returncode == 0, r.stderr
+    assert c.group_status("webotx1")["state"] == "offline"
+    r = c.cli("group", "start", "webotx1", "--node", "n2", "--wait", "30")
+    assert r.returncode == 0, r.stderr
+    assert c.group_status("webotx1")["node"] == "n2"
+    r = c.cli("status", "--json")
+    assert r.returncode == 0
+    import json
+
+    st = json.loads(r.stdout)
+    assert st["groups"][0]["resources"] == [{"name": "exec1", "type": "exec", "state": "online"}]
+
+
+def test_mutual_standby_both_groups_on_survivor(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    c: LocalCluster = make_cluster()
+    c.groups = [c.group("webotx1", ["n1", "n2"]), c.group("webotx2", ["n2", "n1"])]
+    c.write_config()
+    c.start_all()
+    c.wait_group("webotx1", "online", "n1")
+    c.wait_group("webotx2", "online", "n2")
+    c.crash("n2")
+    c.wait_group("webotx2", "online", "n1", timeout=10)
+    assert c.group_status("webotx1")["node"] == "n1"
+    s = c.starts("webotx2")[-1]
+    assert (s.node, s.event, s.server) == ("n1", "FAILOVER", "OTHER")
+
+
+def test_three_nodes_priority_order(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    c: LocalCluster = make_cluster(nodes=("n1", "n2", "n3"))
+    c.groups = [c.group("webotx1", ["n1", "n3", "n2"])]
+    c.write_config()
+    c.start_all()
+    c.wait_group("webotx1", "online", "n1")
+    c.crash("n1")
+    c.wait_group("webotx1", "online", "n3", timeout=10)
+    c.crash("n3")
+    c.wait_group("webotx1", "online", "n2", timeout=10)
+
+
+def test_store_unavailable_fences_before_ttl(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """The store file is locked away: the owner stops its service before its lease could expire."""
+    import sqlite3
+
+    c: LocalCluster = make_cluster(nodes=("n1",))
+    c.start_all()
+    c.wait_group("webotx1", "online", "n1")
+    svc_pid = int((c.dir / "svc" / "webotx1.n1.pid").read_text())
+    import psutil
+
+    holder = sqlite3.connect(c.dir / "store.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    t0 = time.monotonic()
+    try:
+        while psutil.pid_exists(svc_pid) and psutil.Process(svc_pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() - t0 < c.config.cluster.heartbeat_timeout + 0.5, "service still running"  # type: ignore[union-attr]
+            time.sleep(0.01)
+        fenced_after = time.monotonic() - t0
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert fenced_after < c.config.cluster.heartbeat_timeout  # type: ignore[union-attr]
+    assert "fenced" in c.log("n1")
+    # the store is back: the node rejoins and starts the group once more
+    c.wait_group("webotx1", "online", "n1", timeout=10)
