@@ -8,7 +8,7 @@ from collections.abc import Callable
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-__all__ = ["hash_password", "verify_password", "basic_auth_dependency"]
+__all__ = ["basic_auth_dependency", "hash_password", "verify_password"]
 
 
 def _hasher() -> PasswordHasher:

@@ -32,7 +32,7 @@ from typing import Any
 
 from kagemusha.errors import DomainError
 
-__all__ = ["DomainLayout", "NodeRegistry", "ADMIN_DOMAIN", "DEFAULT_REGISTRY", "DEFAULT_ADMIN_PORT"]
+__all__ = ["ADMIN_DOMAIN", "DEFAULT_ADMIN_PORT", "DEFAULT_REGISTRY", "DomainLayout", "NodeRegistry"]
 
 ADMIN_DOMAIN = "admin"
 DEFAULT_REGISTRY = "/var/lib/kagemusha/domains"
@@ -178,7 +178,7 @@ class NodeRegistry:
         """Locked read-modify-write of the registry; the dict yielded is written back on success."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            lock = open(self.path / ".lock", "a+")
+            lock = open(self.path / ".lock", "a+")  # noqa: SIM115 - held by the with below
         except OSError as exc:
             raise DomainError(f"cannot write the domain registry {self.path}: {exc.strerror or exc}") from exc
         with lock:

@@ -12,10 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from fastapi import Depends, FastAPI, HTTPException, Request
+from pydantic import BaseModel, Field
+
 from kagemusha.domains._layout import read_json, write_json_atomic
 from kagemusha.domains._properties import KEY_ADMIN_PORT, KEY_HTTP_PORT, KEY_NAMING_PORT, DomainProperties
 
-__all__ = ["make_naming_app", "builtin_names"]
+__all__ = ["builtin_names", "make_naming_app"]
 
 
 def builtin_names(props: DomainProperties) -> dict[str, dict[str, Any]]:
@@ -29,6 +32,15 @@ def builtin_names(props: DomainProperties) -> dict[str, dict[str, Any]]:
     return names
 
 
+class Entry(BaseModel):
+    """A bound name: a port (or the key of one of the domain's ports) and a path."""
+
+    port: int | None = Field(default=None, ge=1, le=65535)
+    port_key: str | None = None
+    path: str = "/"
+    scheme: str = "http"
+
+
 def make_naming_app(props: DomainProperties, names_file: Any, auth: Callable[..., str]) -> Any:
     """The naming service ASGI app (FastAPI).
 
@@ -37,16 +49,7 @@ def make_naming_app(props: DomainProperties, names_file: Any, auth: Callable[...
         names_file: ``state/names.json`` (registered names: ``{"port_key"|"port", "path", "scheme"}``).
         auth: the admin basic-auth dependency; registering and removing names needs it.
     """
-    from fastapi import Depends, FastAPI, HTTPException, Request
-    from pydantic import BaseModel, Field
-
     app = FastAPI(title=f"kagemusha naming service ({props.name})", docs_url=None, redoc_url=None)
-
-    class Entry(BaseModel):
-        port: int | None = Field(default=None, ge=1, le=65535)
-        port_key: str | None = None
-        path: str = "/"
-        scheme: str = "http"
 
     def stored() -> dict[str, dict[str, Any]]:
         data = read_json(names_file)

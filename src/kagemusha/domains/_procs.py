@@ -78,7 +78,7 @@ def write_state(state_file: Path, state: str, *, pid: int | None = None, detail:
 
 def _is_gone(proc: psutil.Process) -> bool:
     try:
-        return proc.status() == psutil.STATUS_ZOMBIE
+        return bool(proc.status() == psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return True
 
@@ -171,15 +171,28 @@ def kill_all(domain_dir: Path, record: ProcessRecord | None = None, *, rounds: i
             with contextlib.suppress(psutil.Error):
                 proc.kill()
                 killed.append(proc.pid)
-        for proc in procs:
-            reap(proc.pid)
-        psutil.wait_procs(procs, timeout=2.0)
-        for proc in procs:
-            reap(proc.pid)
+        wait_gone(procs, timeout=2.0)
     left = domain_processes(domain_dir, record)
     if left:
         raise DomainError(f"could not kill processes {[p.pid for p in left]} of {domain_dir}")
     return killed
+
+
+def wait_gone(procs: Iterable[psutil.Process], *, timeout: float) -> list[psutil.Process]:
+    """Wait until every process has exited (a zombie counts as exited); return those still alive.
+
+    NB: psutil.wait_procs waits for zombies to be reaped, which an init that does not reap
+    (some containers) never does; a zombie runs no code and holds no port, so it is gone for us.
+    """
+    procs = list(procs)
+    deadline = time.monotonic() + timeout
+    while True:
+        for proc in procs:
+            reap(proc.pid)
+        alive = [p for p in procs if not _is_gone(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.02)
 
 
 def signal_procs(procs: Iterable[psutil.Process], sig: int) -> None:

@@ -17,12 +17,12 @@ import javaproperties
 from kagemusha.errors import ConfigError
 
 __all__ = [
-    "DomainProperties",
     "KEY_ADMIN_PASSWORD",
+    "DomainProperties",
+    "check_port_conflicts",
     "load_properties",
     "parse_properties",
     "port_keys",
-    "check_port_conflicts",
     "redact_password",
 ]
 

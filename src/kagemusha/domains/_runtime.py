@@ -31,8 +31,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
+
 from kagemusha.domains._layout import DomainLayout
-from kagemusha.domains._procs import ENV_TAG, domain_processes, read_record, signal_procs, write_state
+from kagemusha.domains._procs import domain_processes, read_record, signal_procs, write_state
 from kagemusha.domains._properties import DomainProperties, load_properties
 
 __all__ = ["main", "quiet_server", "setup_logging"]
@@ -50,6 +53,7 @@ def setup_logging(logs: Path, filename: str) -> None:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def parse_fds(value: str) -> dict[str, int]:
@@ -160,7 +164,7 @@ class Master:
 
     def terminate_leftovers(self, grace: float = 2.0) -> None:
         """Terminate what is left of the domain (detached children) once the app server is gone."""
-        import psutil
+        from kagemusha.domains._procs import wait_gone
 
         record = read_record(self.layout.state_file)
         left = domain_processes(self.layout.dir, record)
@@ -168,9 +172,9 @@ class Master:
             return
         log.warning("domain=%s terminating leftover processes %s", self.props.name, [p.pid for p in left])
         signal_procs(left, signal.SIGTERM)
-        _, alive = psutil.wait_procs(left, timeout=grace)
+        alive = wait_gone(left, timeout=grace)
         signal_procs(alive, signal.SIGKILL)
-        psutil.wait_procs(alive, timeout=grace)
+        wait_gone(alive, timeout=grace)
 
     async def supervise(self) -> int:
         assert self.child is not None
@@ -233,9 +237,6 @@ class Master:
 
 def make_admin_app(master: Master, auth: Any) -> Any:
     """The domain's admin API: ``GET /health``, ``GET /status``, ``POST /stop``, all behind basic auth."""
-    from fastapi import Depends, FastAPI
-    from fastapi.responses import JSONResponse
-
     app = FastAPI(title=f"kagemusha domain {master.props.name} admin", docs_url=None, redoc_url=None)
 
     @app.get("/health", dependencies=[Depends(auth)])

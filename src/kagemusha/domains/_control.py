@@ -1,0 +1,833 @@
+"""create / delete / start / stop / kill / list / deploy / setup / autostart, and the admin domain.
+
+Every function takes the node's :class:`NodeRegistry` (default: from the environment) and
+raises :class:`DomainError` (one clear line) or :class:`ConfigError` (bad properties).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import psutil
+
+from kagemusha.domains._layout import (
+    ADMIN_DOMAIN,
+    DomainLayout,
+    NodeRegistry,
+    read_json,
+    write_json_atomic,
+)
+from kagemusha.domains._procs import (
+    ENV_TAG,
+    bind_listener,
+    domain_processes,
+    kill_all,
+    master_alive,
+    read_record,
+    reap,
+    send_signal,
+    write_state,
+)
+from kagemusha.domains._properties import (
+    KEY_ADMIN_PORT,
+    KEY_APP,
+    KEY_APP_PATH,
+    KEY_HTTP_PORT,
+    KEY_NAMING_PORT,
+    DomainProperties,
+    check_port_conflicts,
+    load_properties,
+    parse_properties,
+    redact_password,
+    set_key,
+)
+from kagemusha.errors import ConfigError, DomainError
+
+__all__ = [
+    "DomainHealth",
+    "DomainInfo",
+    "DomainState",
+    "check_domain_health",
+    "create_domain",
+    "delete_domain",
+    "deploy_app",
+    "domain_state",
+    "is_autostart",
+    "kill_domain",
+    "list_domains",
+    "set_autostart",
+    "setup_domains_root",
+    "start_domain",
+    "stop_domain",
+]
+
+DEFAULT_START_WAIT = 120.0
+DEFAULT_WAIT_TIMEOUT = 300.0
+_IMPORT_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:")
+
+
+class DomainState(StrEnum):
+    """A domain's state, spelled as ``list-domains`` prints it."""
+
+    NOT_RUNNING = "not running"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    """One line of ``list``: a domain, its directory and its state."""
+
+    name: str
+    dir: Path
+    state: DomainState
+
+
+@dataclass(frozen=True)
+class DomainHealth:
+    """What :func:`check_domain_health` found."""
+
+    state: DomainState
+    admin_ok: bool
+    app_ok: bool
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """The domain serves: its admin API accepted the credentials and its app answers."""
+        return self.admin_ok and self.app_ok
+
+
+def _registry(registry: NodeRegistry | None) -> NodeRegistry:
+    return registry if registry is not None else NodeRegistry.from_env()
+
+
+def _stored_props(layout: DomainLayout) -> DomainProperties:
+    return load_properties(layout.properties, name=layout.name)
+
+
+def _other_domains_ports(reg: NodeRegistry, extra_roots: Iterable[Path] = ()) -> list[tuple[str, dict[str, int]]]:
+    out: list[tuple[str, dict[str, int]]] = [("admin", {"--port (admin domain)": reg.admin_port()})]
+    seen: set[Path] = set()
+    layouts = list(reg.domains())
+    for root in extra_roots:
+        layouts.extend(reg.domains(root))
+    for layout in layouts:
+        if layout.dir in seen:
+            continue
+        seen.add(layout.dir)
+        with contextlib.suppress(ConfigError):
+            out.append((layout.name, dict(_stored_props(layout).ports)))
+    return out
+
+
+def _run_user(props: DomainProperties) -> pwd.struct_passwd | None:
+    """The service user to run as (when we are root and it differs from us), else None.
+
+    Raises:
+        DomainError: the domain must run as another user and we are not root.
+    """
+    if props.run_user is None:
+        return None
+    pw = pwd.getpwnam(props.run_user)
+    if os.geteuid() == pw.pw_uid:
+        return None
+    if os.geteuid() != 0:
+        raise DomainError(
+            f"domain {props.name} runs as {props.run_user} (domain.run.user): start it as root or as that user"
+        )
+    return pw
+
+
+def _chown_tree(path: Path, pw: pwd.struct_passwd) -> None:
+    """The seed's ``otxown.sh``: the whole domain directory belongs to the service user."""
+    for dirpath, dirnames, filenames in os.walk(path):
+        os.chown(dirpath, pw.pw_uid, pw.pw_gid)
+        for n in dirnames + filenames:
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(os.path.join(dirpath, n), pw.pw_uid, pw.pw_gid, follow_symlinks=False)
+
+
+def _check_admin_credentials(reg: NodeRegistry, user: str | None, password: str | None) -> None:
+    """``--user/--password`` must match the node's admin hash, when both exist."""
+    from kagemusha.domains._auth import verify_password
+
+    admin = reg.admin_settings()
+    if password is None or not admin.get("password_hash"):
+        return
+    if (user or "admin") != admin.get("user", "admin") or not verify_password(admin["password_hash"], password):
+        raise DomainError("the admin domain refused the credentials (--user/--password)")
+
+
+# -- create / delete ---------------------------------------------------------------------------
+
+
+def create_domain(
+    name: str,
+    properties_file: str | Path,
+    *,
+    domaindir: str | Path | None = None,
+    admin_user: str | None = None,
+    admin_password: str | None = None,
+    admin_port: int | None = None,
+    registry: NodeRegistry | None = None,
+) -> tuple[DomainLayout, list[str]]:
+    """Create domain ``name`` from a properties file (``otxadmin create-domain``).
+
+    Args:
+        name: the domain's name (must equal ``domain.name`` in the file).
+        properties_file: the operator's file; read, never modified.
+        domaindir: the domains root (``--domaindir``, e.g. ``/data1/domains`` on the switchover
+            disk); default the registry directory.
+        admin_user: ``--user``: the node admin domain's user.
+        admin_password: ``--password``: checked against the node's admin hash if one is set,
+            else recorded (hashed) as the admin domain's password; also the domain's own admin
+            password when the file has none.
+        admin_port: ``--port``: the admin domain's port (recorded when not set yet).
+        registry: the node registry.
+
+    Returns:
+        The new domain's layout and warnings for the operator (e.g. a plain password in the file).
+
+    Raises:
+        ConfigError: the file is unreadable or a key is wrong, or a port is taken by another domain.
+        DomainError: the domain exists already, or the admin credentials are refused.
+    """
+    from kagemusha.domains._auth import hash_password
+
+    reg = _registry(registry)
+    path = Path(properties_file)
+    props = load_properties(path, name=name)
+    text = path.read_text(encoding="latin-1")
+    root = Path(domaindir).absolute() if domaindir is not None else reg.path
+    layout = DomainLayout(root / name)
+    if layout.dir.exists():
+        raise DomainError(f"domain {name} already exists in {root}")
+    with contextlib.suppress(DomainError):
+        existing = reg.locate(name)
+        raise DomainError(f"domain {name} already exists on this node in {existing.dir.parent}")
+
+    _check_admin_credentials(reg, admin_user, admin_password)
+    admin = reg.admin_settings()
+    if admin_port is not None and admin.get("port") not in (None, admin_port):
+        raise DomainError(f"the admin domain of this node listens on port {admin['port']}, not {admin_port} (--port)")
+    port_for_check = admin_port if admin_port is not None else reg.admin_port()
+    others = _other_domains_ports(reg, [root])
+    others[0] = ("admin", {"--port (admin domain)": port_for_check})
+    conflicts = check_port_conflicts(name, props.ports, others)
+    if conflicts:
+        raise ConfigError(conflicts)
+
+    password = props.admin_password or admin_password
+    if not password:
+        raise DomainError(f"no admin password for {name}: set domain.admin.password in {path} or pass --password")
+    warnings: list[str] = []
+    if props.admin_password:
+        warnings.append(
+            f"{path} holds the admin password in plain text (domain.admin.password); kagemusha stored only"
+            " its hash: remove the password from that file"
+        )
+
+    tmp = DomainLayout(root / f".{name}.creating")
+    shutil.rmtree(tmp.dir, ignore_errors=True)
+    try:
+        tmp.make()
+        tmp.properties.write_text(redact_password(text), encoding="latin-1")
+        fd = os.open(tmp.password_hash, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(hash_password(password) + "\n")
+        tmp.write_settings({"autostart": True})
+        write_state(tmp.state_file, "not running")
+        if props.run_user is not None and os.geteuid() == 0:
+            _chown_tree(tmp.dir, pwd.getpwnam(props.run_user))
+        os.rename(tmp.dir, layout.dir)
+    except OSError as exc:
+        shutil.rmtree(tmp.dir, ignore_errors=True)
+        raise DomainError(f"cannot create domain {name} in {root}: {exc.strerror or exc}") from exc
+    reg.register(name, root)
+    with reg.edit() as data:
+        adm = data["admin"]
+        if admin_port is not None:
+            adm.setdefault("port", admin_port)
+        if admin_password is not None and not adm.get("password_hash"):
+            adm["user"] = admin_user or "admin"
+            adm["password_hash"] = hash_password(admin_password)
+    return layout, warnings
+
+
+def delete_domain(
+    name: str,
+    domaindir: str | Path | None = None,
+    *,
+    admin_user: str | None = None,
+    admin_password: str | None = None,
+    registry: NodeRegistry | None = None,
+) -> None:
+    """Delete a stopped domain and its directory (``otxadmin delete-domain``).
+
+    Raises:
+        DomainError: it does not exist, it is running, or the admin credentials are refused.
+    """
+
+    reg = _registry(registry)
+    if name == ADMIN_DOMAIN:
+        raise DomainError("the admin domain cannot be deleted")
+    layout = reg.locate(name, domaindir)
+    _check_admin_credentials(reg, admin_user, admin_password)
+
+    state = _state(layout)
+    if state is not DomainState.NOT_RUNNING:
+        raise DomainError(f"domain {name} is {state}; stop it before deleting it")
+    try:
+        shutil.rmtree(layout.dir)
+    except OSError as exc:
+        raise DomainError(f"cannot delete {layout.dir}: {exc.strerror or exc}") from exc
+    reg.unregister(name)
+
+
+# -- state -------------------------------------------------------------------------------------
+
+
+def _state(layout: DomainLayout) -> DomainState:
+    record = read_record(layout.state_file)
+    if master_alive(record, layout.dir) is not None:
+        try:
+            return DomainState(record.state)
+        except ValueError:
+            return DomainState.RUNNING
+    if record.state != DomainState.NOT_RUNNING and domain_processes(layout.dir, record):
+        return DomainState.STOPPING  # NB: master gone but processes left: never say "not running"
+    return DomainState.NOT_RUNNING
+
+
+def domain_state(name: str, domaindir: str | Path | None = None, *, registry: NodeRegistry | None = None) -> DomainState:
+    """The state of domain ``name`` (``not running`` only when no process of it is left).
+
+    Raises:
+        DomainError: no such domain.
+    """
+    return _state(_registry(registry).locate(name, domaindir))
+
+
+def list_domains(domaindir: str | Path | None = None, *, registry: NodeRegistry | None = None) -> list[DomainInfo]:
+    """Every domain of the node (the admin domain first), or of one domains root."""
+    reg = _registry(registry)
+    out: list[DomainInfo] = []
+    if domaindir is None:
+        out.append(DomainInfo(ADMIN_DOMAIN, reg.admin_layout.dir, _state(reg.admin_layout)))
+    for layout in reg.domains(domaindir):
+        out.append(DomainInfo(layout.name, layout.dir, _state(layout)))
+    return out
+
+
+# -- start -------------------------------------------------------------------------------------
+
+
+def _last_log_line(layout: DomainLayout) -> str:
+    for fname in ("server.log", "console.log", "domain.log"):
+        try:
+            lines = [ln.strip() for ln in (layout.logs / fname).read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            continue
+        errors = [ln for ln in lines[-200:] if "Error" in ln or "ERROR" in ln or "error" in ln]
+        if errors:
+            return f"{errors[-1][:300]} ({layout.logs / fname})"
+    return f"see {layout.logs}"
+
+
+def _console(layout: DomainLayout) -> int:
+    path = layout.logs / "console.log"
+    with contextlib.suppress(OSError):
+        if path.stat().st_size > 10 * 1024 * 1024:
+            os.replace(path, path.with_suffix(".log.1"))
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+
+def _spawn(
+    argv: list[str],
+    layout: DomainLayout,
+    fds: dict[str, int],
+    *,
+    env_extra: dict[str, str],
+    pw: pwd.struct_passwd | None,
+) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env[ENV_TAG] = str(layout.dir)
+    env["KAGEMUSHA_DOMAIN_FDS"] = ",".join(f"{k}:{v}" for k, v in fds.items())
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(env_extra)
+    if pw is not None:
+        env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
+    console = _console(layout)
+    try:
+        return subprocess.Popen(
+            argv,
+            start_new_session=True,  # its own session and process group: the domain's boundary
+            pass_fds=list(fds.values()),
+            env=env,
+            cwd=str(layout.dir),
+            stdin=subprocess.DEVNULL,
+            stdout=console,
+            stderr=console,
+            user=pw.pw_uid if pw else None,
+            group=pw.pw_gid if pw else None,
+            extra_groups=[] if pw else None,
+        )
+    finally:
+        os.close(console)
+
+
+def _wait_started(layout: DomainLayout, proc: subprocess.Popen[bytes], what: str, wait: float, port: int | None) -> None:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        rc = proc.poll()
+        record = read_record(layout.state_file)
+        if rc is not None:
+            detail = record.detail or f"exited with code {rc}"
+            raise DomainError(f"{what} failed to start: {detail}; {_last_log_line(layout)}")
+        if record.pid == proc.pid and record.state == DomainState.RUNNING and (port is None or _port_answers(port)):
+            return
+        time.sleep(0.05)
+    kill_all(layout.dir, read_record(layout.state_file))
+    write_state(layout.state_file, "not running", detail="did not start in time; killed")
+    raise DomainError(f"{what} did not answer within {wait:g} s; its processes were killed ({_last_log_line(layout)})")
+
+
+def _port_answers(port: int, *, timeout: float = 2.0) -> bool:
+    import httpx
+
+    try:
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=timeout)
+        return True
+    except httpx.HTTPError:
+        return False
+
+
+def _bind_all(props: DomainProperties) -> dict[str, int]:
+    socks = []
+    try:
+        socks.append(("http", bind_listener(props.http_port, KEY_HTTP_PORT)))
+        socks.append(("admin", bind_listener(props.admin_port, KEY_ADMIN_PORT)))
+        if props.naming_port is not None:
+            socks.append(("naming", bind_listener(props.naming_port, KEY_NAMING_PORT)))
+    except DomainError:
+        for _, s in socks:
+            s.close()
+        raise
+    return {k: s.detach() for k, s in socks}
+
+
+def _app_env(layout: DomainLayout, props: DomainProperties) -> dict[str, str]:
+    paths = [str(layout.apps)]
+    if props.app_path:
+        for p in props.app_path.split(os.pathsep):
+            pp = Path(p)
+            paths.insert(len(paths) - 1, str(pp if pp.is_absolute() else layout.dir / pp))
+    return {
+        "KAGEMUSHA_DOMAIN_APP": props.app or "",
+        "KAGEMUSHA_DOMAIN_APP_PATH": os.pathsep.join(paths),
+        "KAGEMUSHA_DOMAIN_NAME": props.name,
+    }
+
+
+def _check_startable(layout: DomainLayout, name: str) -> DomainState | None:
+    """None when the domain may be started now; else its state (already up: nothing to do)."""
+    record = read_record(layout.state_file)
+    if master_alive(record, layout.dir) is not None:
+        return DomainState(record.state) if record.state in set(DomainState) else DomainState.RUNNING
+    left = domain_processes(layout.dir, record)
+    if left:
+        raise DomainError(
+            f"domain {name} is not running but processes {[p.pid for p in left]} of it are left;"
+            " run `kagemusha domain stop --force` first"
+        )
+    return None
+
+
+def start_domain(
+    name: str,
+    domaindir: str | Path | None = None,
+    *,
+    wait: float = DEFAULT_START_WAIT,
+    adminonly: bool = False,
+    registry: NodeRegistry | None = None,
+) -> DomainState:
+    """Start domain ``name`` and return once its application answers (``otxadmin start-domain``).
+
+    Starting a started domain succeeds. ``admin`` starts the node's admin domain, which starts
+    every user domain whose autostart is on, unless ``adminonly``.
+
+    Args:
+        name: the domain (or ``admin``).
+        domaindir: its domains root; default: where the registry says it lives.
+        wait: seconds to wait for readiness; a domain not ready by then is killed.
+        adminonly: with ``admin``: start the admin domain alone.
+        registry: the node registry.
+
+    Returns:
+        ``DomainState.RUNNING``.
+
+    Raises:
+        DomainError: no such domain, a port is taken, it exited or did not answer in time.
+    """
+    reg = _registry(registry)
+    if name == ADMIN_DOMAIN:
+        return _start_admin(reg, adminonly=adminonly, wait=wait)
+    layout = reg.locate(name, domaindir)
+    props = _stored_props(layout)
+    current = _check_startable(layout, name)
+    if current is DomainState.STOPPING:
+        raise DomainError(f"domain {name} is stopping; wait for it or stop it with --force")
+    if current is not None:
+        if current is DomainState.STARTING:
+            _wait_running(layout, wait)
+        return DomainState.RUNNING
+    if layout.read_hash() is None:
+        raise DomainError(f"domain {name} has no admin password hash ({layout.password_hash})")
+    pw = _run_user(props)
+    layout.make()
+    if pw is not None:
+        _chown_tree(layout.dir, pw)
+    fds = _bind_all(props)
+    try:
+        proc = _spawn(
+            [sys.executable, "-m", "kagemusha.domains._runtime", str(layout.dir)],
+            layout,
+            fds,
+            env_extra=_app_env(layout, props),
+            pw=pw,
+        )
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    _wait_started(layout, proc, f"domain {name}", wait, props.http_port)
+    return DomainState.RUNNING
+
+
+def _wait_running(layout: DomainLayout, wait: float) -> None:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        st = _state(layout)
+        if st is DomainState.RUNNING:
+            return
+        if st is DomainState.NOT_RUNNING:
+            raise DomainError(f"domain {layout.name} failed to start: {read_record(layout.state_file).detail}")
+        time.sleep(0.05)
+    raise DomainError(f"domain {layout.name} did not become running within {wait:g} s")
+
+
+# -- stop / kill -------------------------------------------------------------------------------
+
+
+def _stop_layout(layout: DomainLayout, what: str, *, force: bool, wait_timeout: float) -> None:
+    record = read_record(layout.state_file)
+    master = master_alive(record, layout.dir)
+    if master is None:
+        left = domain_processes(layout.dir, record)
+        if not left:
+            if record.state != DomainState.NOT_RUNNING:
+                write_state(layout.state_file, "not running", detail=record.detail)
+            return
+        if force and wait_timeout <= 0:
+            kill_domain_layout(layout)
+            return
+        # The master died; what is left gets the same treatment: TERM, wait, then KILL or fail.
+        for p in left:
+            with contextlib.suppress(Exception):
+                p.terminate()
+        targets = left
+    else:
+        if force and wait_timeout <= 0:
+            kill_domain_layout(layout)
+            return
+        send_signal(master.pid, signal.SIGTERM)
+        targets = [master]
+    deadline = time.monotonic() + wait_timeout
+    while True:
+        for p in targets:
+            reap(p.pid)
+        alive = [p for p in targets if _alive(p)]
+        if not alive:
+            break
+        if time.monotonic() >= deadline:
+            if force:
+                kill_domain_layout(layout)
+                return
+            if master is not None:
+                send_signal(master.pid, signal.SIGUSR1)  # abandon the stop: the domain keeps running
+            raise DomainError(
+                f"{what} did not stop within {wait_timeout:g} s (--wait_timeout); it keeps running"
+                " (use --force to kill it)"
+            )
+        time.sleep(0.05)
+    # The master terminates detached leftovers before it exits; anything still here is killed.
+    if domain_processes(layout.dir, record):
+        kill_all(layout.dir, record)
+    rec = read_record(layout.state_file)
+    if rec.state != DomainState.NOT_RUNNING:
+        write_state(layout.state_file, "not running", detail=rec.detail)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def stop_domain(
+    name: str,
+    domaindir: str | Path | None = None,
+    *,
+    force: bool = False,
+    wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+    registry: NodeRegistry | None = None,
+) -> None:
+    """Stop domain ``name`` gracefully (``otxadmin stop-domain``).
+
+    The master gets SIGTERM and stops the app server. If the domain is not gone after
+    ``wait_timeout`` seconds: with ``force`` every process of the domain is killed (``0`` kills
+    at once); without, the stop is abandoned and the domain keeps running. Stopping a stopped
+    domain succeeds. ``admin`` first stops the user domains it started, with the same flags
+    (the seed's note 12), then itself.
+
+    Raises:
+        DomainError: no such domain, or it did not stop in time without ``force``.
+    """
+    reg = _registry(registry)
+    if name == ADMIN_DOMAIN:
+        _stop_admin(reg, force=force, wait_timeout=wait_timeout)
+        return
+    layout = reg.locate(name, domaindir)
+    _stop_layout(layout, f"domain {name}", force=force, wait_timeout=wait_timeout)
+
+
+def kill_domain_layout(layout: DomainLayout) -> list[int]:
+    record = read_record(layout.state_file)
+    killed = kill_all(layout.dir, record)
+    write_state(layout.state_file, "not running", detail="killed" if killed else record.detail)
+    return killed
+
+
+def kill_domain(name: str, domaindir: str | Path | None = None, *, registry: NodeRegistry | None = None) -> list[int]:
+    """Kill every process of domain ``name`` at once, no graceful stop (fencing).
+
+    Returns:
+        The pids killed (empty when nothing ran).
+
+    Raises:
+        DomainError: no such domain, or a process of it survived.
+    """
+    return kill_domain_layout(_registry(registry).locate(name, domaindir))
+
+
+# -- health ------------------------------------------------------------------------------------
+
+
+def check_domain_health(
+    name: str,
+    domaindir: str | Path | None = None,
+    *,
+    user: str,
+    password: str,
+    timeout: float = 5.0,
+    registry: NodeRegistry | None = None,
+) -> DomainHealth:
+    """Whether domain ``name`` serves: its admin API accepts ``user``/``password`` and its app answers.
+
+    This is what the cluster's ``domain`` monitor asks (the seed's WebOTX monitor resource).
+    Never raises for an unhealthy domain: look at ``.ok`` and ``.detail``.
+
+    Raises:
+        DomainError: no such domain.
+    """
+    import httpx
+
+    layout = _registry(registry).locate(name, domaindir)
+    state = _state(layout)
+    if state is DomainState.NOT_RUNNING:
+        return DomainHealth(state, False, False, f"domain {name} is not running")
+    try:
+        props = _stored_props(layout)
+    except ConfigError as exc:
+        return DomainHealth(state, False, False, str(exc).splitlines()[0])
+    admin_ok = False
+    detail = ""
+    try:
+        r = httpx.get(f"http://127.0.0.1:{props.admin_port}/status", auth=(user, password), timeout=timeout)
+        admin_ok = r.status_code == 200
+        if not admin_ok:
+            detail = f"admin API answered {r.status_code}"
+    except httpx.HTTPError as exc:
+        detail = f"admin API on port {props.admin_port} unreachable: {exc.__class__.__name__}"
+    app_ok = _port_answers(props.http_port, timeout=timeout)
+    if not app_ok and not detail:
+        detail = f"application on port {props.http_port} does not answer"
+    return DomainHealth(state, admin_ok, app_ok, detail)
+
+
+# -- deploy / setup / autostart ----------------------------------------------------------------
+
+
+def deploy_app(
+    name: str,
+    import_string: str,
+    domaindir: str | Path | None = None,
+    *,
+    path: str | Path | None = None,
+    registry: NodeRegistry | None = None,
+) -> bool:
+    """Deploy an ASGI or WSGI application to domain ``name`` (served from its next start).
+
+    Args:
+        name: the domain.
+        import_string: ``module:attribute`` (``domain.app``).
+        domaindir: its domains root.
+        path: a directory with the application's code, copied into the domain's ``apps/`` (so a
+            standby node that mounts the disk has it too) and put on the import path.
+        registry: the node registry.
+
+    Returns:
+        Whether the domain is running (then restart it to serve the new app).
+
+    Raises:
+        DomainError: no such domain, a bad import string, or the copy failed.
+    """
+    layout = _registry(registry).locate(name, domaindir)
+    if ":" not in import_string or not set(import_string) <= _IMPORT_CHARS:
+        raise DomainError(f"bad application {import_string!r}: expected an import string 'module:attribute'")
+    text = layout.properties.read_text(encoding="latin-1")
+    text = set_key(text, KEY_APP, import_string)
+    if path is not None:
+        src = Path(path)
+        if not src.is_dir():
+            raise DomainError(f"application directory {src} does not exist")
+        dest = layout.apps / src.absolute().name
+        try:
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        except OSError as exc:
+            raise DomainError(f"cannot copy {src} into {layout.apps}: {exc}") from exc
+        text = set_key(text, KEY_APP_PATH, f"apps/{dest.name}")
+    import javaproperties
+
+    parse_properties(dict(javaproperties.loads(text)), source=str(layout.properties), name=name)
+    layout.properties.write_text(text, encoding="latin-1")
+    props = _stored_props(layout)
+    if props.run_user is not None and os.geteuid() == 0:
+        _chown_tree(layout.dir, pwd.getpwnam(props.run_user))
+    return _state(layout) is not DomainState.NOT_RUNNING
+
+
+def set_autostart(
+    name: str, enabled: bool, domaindir: str | Path | None = None, *, registry: NodeRegistry | None = None
+) -> None:
+    """Turn the admin domain's autostart of domain ``name`` on or off (off for cluster-owned domains)."""
+    layout = _registry(registry).locate(name, domaindir)
+    if name == ADMIN_DOMAIN:
+        raise DomainError("autostart applies to user domains, not to the admin domain")
+    settings = layout.read_settings()
+    settings["autostart"] = enabled
+    layout.write_settings(settings)
+
+
+def is_autostart(layout: DomainLayout) -> bool:
+    return bool(layout.read_settings().get("autostart", True))
+
+
+def setup_domains_root(
+    root: str | Path, *, admin_port: int | None = None, registry: NodeRegistry | None = None
+) -> list[str]:
+    """Register a domains root created on another node (the seed's ``setup.env`` step on N2).
+
+    Returns:
+        The domains found in it, now registered on this node.
+
+    Raises:
+        DomainError: the root does not exist.
+        ConfigError: a domain in it uses a port another domain of this node uses.
+    """
+    reg = _registry(registry)
+    rootp = Path(root).absolute()
+    if not rootp.is_dir():
+        raise DomainError(f"domains root {rootp} does not exist (is the switchover disk mounted?)")
+    if admin_port is not None:
+        with reg.edit() as data:
+            data["admin"]["port"] = admin_port
+    found = reg.domains(rootp)
+    others = [o for o in _other_domains_ports(reg) if o[0] not in {lay.name for lay in found} or o[0] == "admin"]
+    errors: list[tuple[str, str]] = []
+    for layout in found:
+        ports = dict(_stored_props(layout).ports)
+        errors.extend(check_port_conflicts(layout.name, ports, others))
+        others.append((layout.name, ports))
+    if errors:
+        raise ConfigError(errors)
+    reg.add_root(rootp)
+    for layout in found:
+        reg.register(layout.name, rootp)
+    return [lay.name for lay in found]
+
+
+# -- the admin domain --------------------------------------------------------------------------
+
+
+def _start_admin(reg: NodeRegistry, *, adminonly: bool, wait: float) -> DomainState:
+    layout = reg.admin_layout
+    layout.make()
+    current = _check_startable(layout, ADMIN_DOMAIN)
+    if current is not None:
+        if current is DomainState.STOPPING:
+            raise DomainError("the admin domain is stopping; wait for it or stop it with --force")
+        if current is DomainState.STARTING:
+            _wait_running(layout, wait)
+        return DomainState.RUNNING
+    port = reg.admin_port()
+    fds = {"admin": bind_listener(port, "admin domain --port").detach()}
+    try:
+        argv = [sys.executable, "-m", "kagemusha.domains._supervisor", str(reg.path)]
+        if adminonly:
+            argv.append("--adminonly")
+        proc = _spawn(argv, layout, fds, env_extra={}, pw=None)
+    finally:
+        os.close(fds["admin"])
+    _wait_started(layout, proc, "the admin domain", wait, port)
+    return DomainState.RUNNING
+
+
+def admin_started(reg: NodeRegistry) -> list[tuple[str, str]]:
+    """``(name, domains root)`` of the user domains the admin domain started."""
+    data = read_json(reg.admin_layout.state / "started.json")
+    if not isinstance(data, list):
+        return []
+    return [(str(d[0]), str(d[1])) for d in data if isinstance(d, list) and len(d) == 2]
+
+
+def record_admin_started(reg: NodeRegistry, started: list[tuple[str, str]]) -> None:
+    write_json_atomic(reg.admin_layout.state / "started.json", [list(s) for s in started])
+
+
+def _stop_admin(reg: NodeRegistry, *, force: bool, wait_timeout: float) -> None:
+    layout = reg.admin_layout
+    failures: list[str] = []
+    for name, root in admin_started(reg):
+        try:
+            stop_domain(name, root, force=force, wait_timeout=wait_timeout, registry=reg)
+        except DomainError as exc:
+            failures.append(str(exc))
+    if failures:
+        raise DomainError("; ".join(failures) + "; the admin domain keeps running")
+    record_admin_started(reg, [])
+    _stop_layout(layout, "the admin domain", force=force, wait_timeout=wait_timeout)
