@@ -309,7 +309,7 @@ def test_tls_with_client_certificate(tmp_path: Path) -> None:
         url = cluster.endpoints
 
         async def run() -> None:
-            tls = {"ca_file": pki.ca_file, "cert_file": pki.client_cert_file, "key_file": pki.client_key_file}
+            tls: dict[str, Any] = {"ca_file": pki.ca_file, "cert_file": pki.client_cert_file, "key_file": pki.client_key_file}
             async with open_store(url, **tls) as s:
                 p = _prefix()
                 assert await s.cas(p + "k", "v", expected_revision=0) is True
@@ -347,7 +347,7 @@ def test_bad_tls_and_auth_options_are_config_errors_naming_the_key(
     tmp_path: Path, options: dict[str, str], key: str
 ) -> None:
     (tmp_path / "garbage.pem").write_text("not a certificate\n")
-    opts = {k: v.format(tmp=tmp_path) for k, v in options.items()}
+    opts: dict[str, Any] = {k: v.format(tmp=tmp_path) for k, v in options.items()}
     with pytest.raises(ConfigError, match=key) as info:
         open_store("etcd://127.0.0.1:2379", **opts)
     assert "s3cret-pw" not in str(info.value)

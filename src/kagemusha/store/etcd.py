@@ -69,6 +69,11 @@ _RETRY_ELSEWHERE = {4, 14}  # DEADLINE_EXCEEDED, UNAVAILABLE ("no leader", "requ
 #: Sent on every request: gRPC metadata ``hasleader=true`` (see module docstring).
 _REQUIRE_LEADER = {"Grpc-Metadata-hasleader": "true"}
 
+#: What a request may raise besides an etcd answer. NB: a TLS alert arriving after the
+#: handshake (TLS 1.3 rejecting a client certificate) surfaces as a bare ssl.SSLError,
+#: not an httpx error; pinned by test_tls_with_client_certificate.
+_TRANSPORT_ERRORS = (httpx.HTTPError, OSError, ValueError, TimeoutError, anyio.BrokenResourceError, anyio.EndOfStream)
+
 _WATCH_BACKOFF_MIN = 0.05
 _WATCH_BACKOFF_MAX = 0.5
 
@@ -312,6 +317,8 @@ class EtcdStore(Store):
         )
         if resp.status_code != 200:
             err = _parse_error(endpoint, resp.status_code, resp.text)
+            if err.retry_elsewhere:  # "no leader" and the like: not the credentials' fault
+                raise err
             raise StoreUnavailable(f"etcd {endpoint}: authentication as {self._user!r} failed: {err.message}")
         self._token = str(resp.json().get("token") or "") or None
 
@@ -379,7 +386,7 @@ class EtcdStore(Store):
                 if idempotent and exc.retry_elsewhere:
                     continue
                 break
-            except (httpx.HTTPError, ValueError, TimeoutError) as exc:
+            except _TRANSPORT_ERRORS as exc:
                 last = exc
                 timed_out = isinstance(exc, TimeoutError | httpx.TimeoutException)
                 failures.append(f"{endpoint}: " + ("no answer in time" if timed_out else _describe(exc)))
@@ -573,7 +580,7 @@ class EtcdStore(Store):
                     last_error = "stream closed by the server"
             except StoreUnavailable:
                 raise
-            except (httpx.HTTPError, TimeoutError, ValueError, _EtcdError) as exc:
+            except (*_TRANSPORT_ERRORS, _EtcdError) as exc:
                 last_error = f"{endpoint}: {_describe(exc)}"
                 if isinstance(exc, httpx.ReadTimeout) and failing_since is None:
                     # Idle for watch_idle_timeout: resume at once, this is not an outage.
