@@ -1,0 +1,131 @@
+"""floating_ip: parameters (no root) and the driver for real inside harness nodes (root)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from pydantic import ValidationError
+
+from kagemusha.resources import driver_class
+from kagemusha.resources.floating_ip import FloatingIP, FloatingIPParams
+from kagemusha.testing.netns import Harness
+from tests.testing._nsrun import NodeError, ns_call
+
+
+def test_registered() -> None:
+    assert driver_class("floating_ip") is FloatingIP
+
+
+def test_params() -> None:
+    p = FloatingIPParams(address="198.18.0.100/24", interface="eth0")
+    assert str(p.address) == "198.18.0.100/24"
+    assert (p.arp_count, p.probe_count) == (3, 3)
+    for bad in (
+        {"address": "198.18.0.100", "interface": "eth0"},  # no prefix
+        {"address": "fe80::1/64", "interface": "eth0"},  # IPv6 is not supported
+        {"address": "198.18.0.100/24", "interface": ""},
+        {"address": "198.18.0.100/24", "interface": "eth0", "arp_count": -1},
+        {"address": "198.18.0.100/24", "interface": "eth0", "colour": "red"},
+    ):
+        with pytest.raises(ValidationError):
+            FloatingIPParams.model_validate(bad)
+
+
+CONFORMANCE = """
+from kagemusha import _os
+from kagemusha.resources.floating_ip import FloatingIP
+from kagemusha.testing._driver import check_driver
+
+async def main(address, interface):
+    from ipaddress import IPv4Interface
+    vip = IPv4Interface(address)
+
+    async def really(step, running):
+        present = any(a.ip == vip.ip for a in await _os.list_addresses(interface))
+        assert present == running, f"address present={present}, expected {running}"
+
+    report = await check_driver(FloatingIP, {"address": address, "interface": interface}, after_step=really)
+    return str(report)
+"""
+
+
+@pytest.mark.root
+def test_conformance(harness: Harness) -> None:
+    report = ns_call(harness, "n1", CONFORMANCE, address=str(harness.vip), interface="eth0")
+    assert "probe after fence again -> stopped" in report
+    assert harness.vip_holders() == []
+
+
+OP = """
+from kagemusha.resources import ResourceContext, StartEnv
+from kagemusha.resources.floating_ip import FloatingIP, FloatingIPParams
+
+async def main(op, **params):
+    d = FloatingIP(FloatingIPParams(**params), ResourceContext("c", "g", "fip1", "n", Path("/nonexistent")))
+    if op == "probe":
+        p = await d.probe()
+        return [str(p.state), p.reason]
+    await getattr(d, op)(StartEnv()) if op != "fence" else await d.fence()
+    return None
+"""
+
+
+def mac(h: Harness, node: str) -> str:
+    out = h.run(node, ["cat", "/sys/class/net/eth0/address"]).stdout
+    return out.strip()
+
+
+def client_neigh(h: Harness, ip: str) -> str:
+    return h.run("client", ["ip", "neigh", "show", ip]).stdout
+
+
+@pytest.mark.root
+def test_moves_between_nodes_and_client_follows(harness: Harness) -> None:
+    h = harness
+    vip = str(h.vip)
+    ns_call(h, "n1", OP, op="start", address=vip, interface="eth0")
+    assert h.vip_holders() == ["n1"]
+    h.run("client", ["ping", "-c", "1", "-W", "1", str(h.vip.ip)])
+    assert mac(h, "n1") in client_neigh(h, str(h.vip.ip))
+
+    ns_call(h, "n1", OP, op="stop", address=vip, interface="eth0")
+    ns_call(h, "n2", OP, op="start", address=vip, interface="eth0")
+    assert h.vip_holders() == ["n2"]
+    # The gratuitous ARPs moved the client's cache entry to n2 without the client asking.
+    assert mac(h, "n2") in client_neigh(h, str(h.vip.ip))
+    h.run("client", ["ping", "-c", "1", "-W", "1", str(h.vip.ip)])
+
+
+@pytest.mark.root
+def test_duplicate_address_fails_start(harness: Harness) -> None:
+    h = harness
+    vip = str(h.vip)
+    ns_call(h, "n2", OP, op="start", address=vip, interface="eth0")
+    with pytest.raises(NodeError) as err:
+        ns_call(h, "n1", OP, op="start", address=vip, interface="eth0")
+    assert err.value.type == "ResourceFailed"
+    assert str(h.vip) in err.value.message and "in use by another host" in err.value.message
+    assert mac(h, "n2") in err.value.message
+    assert h.vip_holders() == ["n2"], "a failed start must not add the address"
+
+
+@pytest.mark.root
+def test_missing_interface(harness: Harness) -> None:
+    h = harness
+    with pytest.raises(NodeError) as err:
+        ns_call(h, "n1", OP, op="start", address=str(h.vip), interface="eth9")
+    assert err.value.type == "NotInstalled" and "eth9" in err.value.message
+    assert ns_call(h, "n1", OP, op="probe", address=str(h.vip), interface="eth9")[0] == "stopped"
+    ns_call(h, "n1", OP, op="stop", address=str(h.vip), interface="eth9")
+
+
+@pytest.mark.root
+def test_probe_running_when_added_by_hand(harness: Harness) -> None:
+    h = harness
+    h.run("n1", ["ip", "addr", "add", str(h.vip), "dev", "eth0"])
+    assert ns_call(h, "n1", OP, op="probe", address=str(h.vip), interface="eth0")[0] == "running"
+    ns_call(h, "n1", OP, op="fence", address=str(h.vip), interface="eth0")
+    assert h.vip_holders() == []
+    with pytest.raises(subprocess.CalledProcessError):
+        h.run("client", ["ping", "-c", "1", "-W", "1", str(h.vip.ip)])
