@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from pydantic import ConfigDict
 
 from kagemusha.errors import ResourceFailed
 from kagemusha.resources._base import DriverParams, Probe, Resource, ResourceContext, StartEnv
@@ -176,7 +177,7 @@ def test_params_validated_and_unknown_keys_refused(tmp_path: Path) -> None:
         run(check_driver(FileResource, {}))
 
     class LooseParams(DriverParams):
-        model_config = {"extra": "allow", "frozen": True}
+        model_config = ConfigDict(extra="allow", frozen=True)
         path: str
 
     class Loose(FileResource):
