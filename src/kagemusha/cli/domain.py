@@ -10,12 +10,14 @@ The seed's verbs are accepted too (``create-domain``, ``delete-domain``, ``start
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.exceptions import TyperException
 
 from kagemusha.errors import ConfigError, KagemushaError
 
@@ -53,7 +55,14 @@ def _handled(fn: F) -> F:
             _fail(str(exc))
             raise typer.Exit(1) from None
         except OSError as exc:
-            _fail(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
+            _fail(f"{str(exc.filename) + ': ' if exc.filename else ''}{exc.strerror or exc}")
+            raise typer.Exit(1) from None
+        except (typer.Exit, typer.Abort, TyperException):
+            raise
+        except Exception as exc:
+            if os.environ.get("KAGEMUSHA_DEBUG"):
+                raise
+            _fail(f"internal error: {exc.__class__.__name__}: {exc} (set KAGEMUSHA_DEBUG=1 for a traceback)")
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -335,15 +336,32 @@ def list_domains(domaindir: str | Path | None = None, *, registry: NodeRegistry 
 # -- start -------------------------------------------------------------------------------------
 
 
-def _last_log_line(layout: DomainLayout) -> str:
-    for fname in ("server.log", "console.log", "domain.log"):
+_LOG_FILES = ("server.log", "console.log", "domain.log", "admin.log")
+
+
+def _log_sizes(layout: DomainLayout) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for fname in _LOG_FILES:
+        with contextlib.suppress(OSError):
+            sizes[fname] = (layout.logs / fname).stat().st_size
+    return sizes
+
+
+def _last_log_line(layout: DomainLayout, since: dict[str, int] | None = None) -> str:
+    """The most telling line the logs got since ``since`` (an error, else a pointer to the logs)."""
+    for fname in _LOG_FILES:
         try:
-            lines = [ln.strip() for ln in (layout.logs / fname).read_text(errors="replace").splitlines() if ln.strip()]
+            with open(layout.logs / fname, "rb") as fh:
+                fh.seek((since or {}).get(fname, 0))
+                text = fh.read().decode(errors="replace")
         except OSError:
             continue
-        errors = [ln for ln in lines[-200:] if "Error" in ln or "ERROR" in ln or "error" in ln]
-        if errors:
-            return f"{errors[-1][:300]} ({layout.logs / fname})"
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        exc_lines = [ln for ln in lines if re.match(r"^[\w.]*(Error|Exception)\b.*:", ln)]
+        level_lines = [ln for ln in lines if " ERROR " in ln or " CRITICAL " in ln]
+        best = exc_lines or level_lines
+        if best:
+            return f"{best[-1][:300]} (in {layout.logs / fname})"
     return f"see {layout.logs}"
 
 
@@ -389,20 +407,27 @@ def _spawn(
         os.close(console)
 
 
-def _wait_started(layout: DomainLayout, proc: subprocess.Popen[bytes], what: str, wait: float, port: int | None) -> None:
+def _wait_started(
+    layout: DomainLayout,
+    proc: subprocess.Popen[bytes],
+    what: str,
+    wait: float,
+    port: int | None,
+    logs_before: dict[str, int] | None = None,
+) -> None:
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         rc = proc.poll()
         record = read_record(layout.state_file)
         if rc is not None:
             detail = record.detail or f"exited with code {rc}"
-            raise DomainError(f"{what} failed to start: {detail}; {_last_log_line(layout)}")
+            raise DomainError(f"{what} failed to start: {detail}; {_last_log_line(layout, logs_before)}")
         if record.pid == proc.pid and record.state == DomainState.RUNNING and (port is None or _port_answers(port)):
             return
         time.sleep(0.05)
     kill_all(layout.dir, read_record(layout.state_file))
     write_state(layout.state_file, "not running", detail="did not start in time; killed")
-    raise DomainError(f"{what} did not answer within {wait:g} s; its processes were killed ({_last_log_line(layout)})")
+    raise DomainError(f"{what} did not answer within {wait:g} s; its processes were killed ({_last_log_line(layout, logs_before)})")
 
 
 def _port_answers(port: int, *, timeout: float = 2.0) -> bool:
@@ -501,6 +526,7 @@ def start_domain(
     if pw is not None:
         _chown_tree(layout.dir, pw)
     fds = _bind_all(props)
+    logs_before = _log_sizes(layout)
     try:
         proc = _spawn(
             [sys.executable, "-m", "kagemusha.domains._runtime", str(layout.dir)],
@@ -512,7 +538,7 @@ def start_domain(
     finally:
         for fd in fds.values():
             os.close(fd)
-    _wait_started(layout, proc, f"domain {name}", wait, props.http_port)
+    _wait_started(layout, proc, f"domain {name}", wait, props.http_port, logs_before)
     return DomainState.RUNNING
 
 
@@ -796,6 +822,7 @@ def _start_admin(reg: NodeRegistry, *, adminonly: bool, wait: float) -> DomainSt
         return DomainState.RUNNING
     port = reg.admin_port()
     fds = {"admin": bind_listener(port, "admin domain --port").detach()}
+    logs_before = _log_sizes(layout)
     try:
         argv = [sys.executable, "-m", "kagemusha.domains._supervisor", str(reg.path)]
         if adminonly:
@@ -803,7 +830,7 @@ def _start_admin(reg: NodeRegistry, *, adminonly: bool, wait: float) -> DomainSt
         proc = _spawn(argv, layout, fds, env_extra={}, pw=None)
     finally:
         os.close(fds["admin"])
-    _wait_started(layout, proc, "the admin domain", wait, port)
+    _wait_started(layout, proc, "the admin domain", wait, port, logs_before)
     return DomainState.RUNNING
 
 
