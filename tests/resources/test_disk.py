@@ -135,7 +135,7 @@ def test_fence_kills_at_once(harness: Harness) -> None:
 @pytest.mark.root
 def test_fsck_every_n_mounts(harness: Harness) -> None:
     h = harness
-    count = h.tmp / "state-n1" / "mounts-since-fsck"
+    count = h.tmp / "state-n1" / "sd1.mounts-since-fsck"
     seen = []
     for _ in range(3):
         op(h, "n1", "start", fsck="every 2")

@@ -165,7 +165,8 @@ class Disk(Resource):
 
     @property
     def _count_file(self) -> Path:
-        return self.ctx.state_dir / "mounts-since-fsck"
+        # NB: the state directory is the group's, shared by its resources: name the file by resource.
+        return self.ctx.state_dir / f"{self.ctx.resource}.mounts-since-fsck"
 
     def _mounts_since_fsck(self) -> int | None:
         try:

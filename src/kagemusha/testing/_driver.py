@@ -130,7 +130,8 @@ class _Run:
         await self._after(name, running_after)
 
     async def probe(self, name: str, want: ProbeState, why: str) -> None:
-        answers = []
+        answers: list[Probe] = []
+        took: list[float] = []
         for _ in range(2):
             d = await self.driver()
             t0 = time.monotonic()
@@ -146,13 +147,14 @@ class _Run:
             if not isinstance(p, Probe):
                 raise AssertionError(f"{name}: probe returned {p!r}, not a Probe")  # noqa: TRY004
             answers.append(p)
+            took.append(time.monotonic() - t0)
             if p.state != want:
                 raise AssertionError(
                     f"{name}: probe said {p.state}" + (f" ({p.reason})" if p.reason else "") + f"; {why}"
                 )
         if answers[0].state != answers[1].state:
             raise AssertionError(f"{name}: probe twice in a row said {answers[0]} then {answers[1]}")
-        self.steps.append(DriverStep(name, answers[0], time.monotonic() - t0))
+        self.steps.append(DriverStep(name, answers[0], took[0]))
         await self._after(name, want == ProbeState.RUNNING)
 
     async def _after(self, name: str, running: bool) -> None:
