@@ -299,6 +299,36 @@ def test_three_members_one_stopped_keeps_store_and_watch_working() -> None:
         asyncio.run(run())
 
 
+def test_watch_on_a_member_that_loses_quorum_moves_on_and_loses_nothing() -> None:
+    # A partitioned member must not hold a watch open while the majority moves on: the
+    # store asks for "hasleader", so etcd ends the watch and the store resumes elsewhere.
+    require_etcd()
+    p = _prefix()
+    with EtcdCluster(3) as cluster:
+
+        async def run() -> None:
+            async with open_store(cluster.url(0, 1, 2)) as w, open_store(cluster.url(1, 2, 0)) as s:
+                _, rev = await s.get_prefix(p)
+                events: list[WatchEvent] = []
+                task = asyncio.create_task(_collect(w.watch(p, start_revision=rev + 1), events))
+                try:
+                    await s.put(p + "a", "1")
+                    await _wait_for(lambda: len(events) == 1, 5, "first event")
+                    await asyncio.to_thread(cluster.stop_member, 1)
+                    await asyncio.to_thread(cluster.stop_member, 2)  # member 0 alone: no quorum
+                    await asyncio.sleep(1.0)
+                    await asyncio.to_thread(cluster.start_member, 1, wait=False)
+                    await asyncio.to_thread(cluster.wait_healthy, 1)
+                    for i in (2, 3):
+                        await s.put(p + "a", str(i))
+                    await _wait_for(lambda: len(events) == 3, 10, "events after quorum is back")
+                finally:
+                    task.cancel()
+                assert [e.value for e in events] == ["1", "2", "3"]
+
+        asyncio.run(run())
+
+
 # -- TLS and auth ------------------------------------------------------------------------
 
 

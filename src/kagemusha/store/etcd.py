@@ -100,6 +100,14 @@ def _prefix_end(prefix: str) -> bytes:
     return bytes(raw)
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    """Decode one JSON object; anything else is a malformed answer (``ValueError``, mapped to ``StoreUnavailable``)."""
+    doc = json.loads(text)
+    if isinstance(doc, dict):
+        return doc
+    raise ValueError(f"unexpected answer {text[:100]!r}")
+
+
 def _int(obj: dict[str, Any], name: str) -> int:
     return int(obj.get(name) or 0)
 
@@ -331,15 +339,13 @@ class EtcdStore(Store):
             if resp.status_code == 200:
                 text = resp.text
                 # Streaming RPCs (keepalive) answer with {"result": ...} or {"error": ...} lines.
-                doc = json.loads(text.splitlines()[0]) if text.strip() else {}
-                if not isinstance(doc, dict):
-                    raise ValueError(f"unexpected answer {text[:100]!r}")
+                doc = _json_object(text.splitlines()[0]) if text.strip() else {}
                 if isinstance(doc.get("error"), dict):
                     raise _parse_error(endpoint, resp.status_code, text)
                 result = doc.get("result", doc)
-                if not isinstance(result, dict):
-                    raise ValueError(f"unexpected answer {text[:100]!r}")
-                return result
+                if isinstance(result, dict):
+                    return result
+                raise ValueError(f"unexpected answer {text[:100]!r}")
             err = _parse_error(endpoint, resp.status_code, resp.text)
             if attempt == 1 and self._user and err.is_bad_token:
                 await self._authenticate(endpoint)  # token expired (auth-token-ttl); once
@@ -538,7 +544,7 @@ class EtcdStore(Store):
                     async for line in resp.aiter_lines():
                         if not line.strip():
                             continue
-                        doc = json.loads(line)
+                        doc = _json_object(line)
                         if isinstance(doc.get("error"), dict):
                             err = _parse_error(endpoint, 200, line)
                             if err.is_bad_token:
