@@ -24,11 +24,13 @@ from kagemusha.store import Store, open_store
 
 __all__ = ["ClusterControl", "ActionFailed", "UsageError", "derive_status"]
 
+# The owner's local state while it still holds the group. A failed start is being released
+# (and may fail over), so it shows as stopping; "failed" is for a group nobody can run.
 _LOCAL_TO_STATE = {
     "starting": "starting",
     "running": "online",
     "stopping": "stopping",
-    "start_failed": "failed",
+    "start_failed": "stopping",
     "stop_failed": "failed",
     "stopped": "stopping",
 }

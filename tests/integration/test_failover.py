@@ -137,6 +137,9 @@ def test_store_unavailable_fences_before_ttl(make_cluster) -> None:  # type: ign
         holder.execute("ROLLBACK")
         holder.close()
     assert fenced_after < c.config.cluster.heartbeat_timeout  # type: ignore[union-attr]
-    assert "fenced" in c.log("n1")
+    deadline = time.monotonic() + 5
+    while '"fenced: stopped every resource"' not in c.log("n1"):
+        assert time.monotonic() < deadline, c.log("n1")
+        time.sleep(0.05)
     # the store is back: the node rejoins and starts the group once more
     c.wait_group("webotx1", "online", "n1", timeout=10)
