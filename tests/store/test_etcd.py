@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -423,9 +424,9 @@ def test_cluster_runs_members_through_a_popen_hook_and_stops_only_its_pids(tmp_p
     require_etcd()
     calls: list[tuple[Any, str]] = []
 
-    def popen(node: Any, argv: Sequence[str], *, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    def popen(node: Any, argv: Sequence[str], *, env: Mapping[str, str], **kwargs: Any) -> subprocess.Popen[Any]:
         calls.append((node, Path(argv[0]).name))
-        return subprocess.Popen(list(argv), env=dict(env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(list(argv), env=dict(env), **kwargs)
 
     bystander = subprocess.Popen(["sleep", "30"])
     try:
@@ -442,3 +443,70 @@ def test_cluster_runs_members_through_a_popen_hook_and_stops_only_its_pids(tmp_p
     finally:
         bystander.kill()
         bystander.wait()
+
+
+_PARTITION_PROBE = """
+import asyncio, json, sys, time
+from kagemusha.errors import StoreUnavailable
+from kagemusha.store import open_store
+
+async def main(url, prefix, start):
+    out = {}
+    async with open_store(url, timeout=1.0) as s:
+        for name, op in (("get", lambda: s.get(prefix + "k")), ("put", lambda: s.put(prefix + "k", "2"))):
+            t0 = time.monotonic()
+            try:
+                await op()
+                out[name] = "ok"
+            except StoreUnavailable as exc:
+                out[name] = "unavailable: " + str(exc)
+            out[name + "_s"] = time.monotonic() - t0
+        if start:
+            it = s.watch(prefix, start_revision=int(start))
+            out["watched"] = [(await asyncio.wait_for(it.__anext__(), 5)).value for _ in range(2)]
+            await it.aclose()
+    print(json.dumps(out))
+
+asyncio.run(main(*sys.argv[1:4]))
+"""
+
+
+@pytest.mark.root
+def test_members_in_node_namespaces_and_a_partitioned_member(tmp_path: Path) -> None:
+    # The partition tests' setup: one member per node namespace, started through the
+    # netns harness. Cut n1's link: clients on the majority side carry on (even with
+    # n1 listed first); on n1 every call fails within the timeout, which is what lets
+    # an agent there fence itself before its lease runs out.
+    require_etcd()
+    from kagemusha.testing import netns
+
+    netns.require()
+    nodes = ["n1", "n2", "n3"]
+    p = _prefix()
+
+    def probe(h: Any, where: str, url: str, start: str = "") -> dict[str, Any]:
+        res = h.python(where, _PARTITION_PROBE, url, p, start, timeout=30)
+        out: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
+        return out
+
+    with netns.Harness(nodes, disks=0) as h:
+        hosts = [str(h.address(n).ip) for n in nodes]
+        with EtcdCluster(3, hosts=hosts, nodes=nodes, popen=h.popen, base_dir=tmp_path / "etcd") as cluster:
+            assert cluster.endpoints == "etcd://" + ",".join(f"{ip}:2379" for ip in hosts)
+            before = probe(h, "client", cluster.endpoints)
+            assert before["put"] == "ok", before
+            h.link_down("n1")
+            try:
+                time.sleep(1.0)  # n1's member notices it lost the leader (election timeout 0.5 s)
+                majority = probe(h, "client", cluster.url(0, 1, 2), start="1")
+                assert majority["get"] == "ok" and majority["put"] == "ok", majority
+                assert majority["get_s"] < 1.2 and majority["put_s"] < 1.2, majority
+                assert majority["watched"][-1] == "2", majority
+                cut_off = probe(h, "n1", cluster.endpoints)
+                for op in ("get", "put"):
+                    assert cut_off[op].startswith("unavailable"), cut_off
+                    assert cut_off[op + "_s"] < 1.0 + 0.3, cut_off
+            finally:
+                h.link_up("n1")
+            cluster.wait_healthy(0)
+            assert probe(h, "n1", cluster.url(0))["put"] == "ok"

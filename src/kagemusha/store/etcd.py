@@ -145,6 +145,14 @@ class _EtcdError(Exception):
     def retry_elsewhere(self) -> bool:
         return self.code in _RETRY_ELSEWHERE or self.status >= 500
 
+    @property
+    def never_proposed(self) -> bool:
+        """etcd refused before proposing (no leader): even a write may be sent to another member.
+
+        NB: not every UNAVAILABLE is like this; "request timed out" may have been applied.
+        """
+        return "no leader" in self.message
+
 
 def _parse_error(endpoint: str, status: int, text: str) -> _EtcdError:
     """Decode ``{"error": ..., "code": N}`` (unary) or ``{"error": {"grpc_code": N, ...}}`` (stream)."""
@@ -214,7 +222,8 @@ class EtcdStore(Store):
 
     Args:
         endpoints: ``host:port`` of etcd members; calls go to the last one that
-            answered and move on to the next on a connection error.
+            answered and move on to the next when it cannot be reached, has no
+            leader, or (reads, keepalives) does not answer in its share of ``timeout``.
         timeout: bound, in seconds, on each call as a whole (all endpoints tried).
         ca_file: CA bundle to verify the members with; any TLS option switches to https.
         cert_file: client certificate (with ``key_file``) for etcd's ``--client-cert-auth``.
@@ -222,6 +231,7 @@ class EtcdStore(Store):
         user: etcd user, with ``password``; the token is fetched on first use and renewed
             when etcd reports it invalid.
         password: the user's password. Never logged nor put in an error message.
+            NB: without TLS it crosses the network in clear text, as etcd's own clients do.
         watch_resume_timeout: how long a watch keeps reconnecting before it raises
             ``StoreUnavailable``; default ``max(10, 10 * timeout)`` seconds.
         watch_idle_timeout: a watch connection silent this long is dropped and
@@ -268,7 +278,7 @@ class EtcdStore(Store):
             watch_resume_timeout if watch_resume_timeout is not None else max(10.0, 10 * timeout)
         )
         self._watch_idle_timeout = watch_idle_timeout
-        # NB: the overall bound is enforced with anyio.fail_after around each call;
+        # NB: the bound on a call is enforced in _call (anyio.fail_after per attempt);
         # httpx's own timeouts are per phase and would add up across endpoints.
         # Connects get a share of the budget so a blackholed first member leaves time for the next.
         self._client = httpx.AsyncClient(
@@ -389,7 +399,7 @@ class EtcdStore(Store):
                 last = exc
                 failures.append(f"{endpoint}: {exc.message}")
                 self._skip(endpoint)
-                if idempotent and exc.retry_elsewhere:
+                if (idempotent and exc.retry_elsewhere) or exc.never_proposed:
                     continue
                 break
             except _TRANSPORT_ERRORS as exc:

@@ -55,15 +55,20 @@ def require_etcd() -> None:
     missing = [b for b in (ETCD_BIN, ETCDCTL_BIN) if not os.access(b, os.X_OK)]
     if missing:
         reason = f"etcd not installed ({', '.join(missing)} missing; apt install etcd-server etcd-client)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (CI=true: etcd tests must run, not skip)")
         pytest.skip(reason)
 
 
 class PopenInNode(Protocol):
-    """Runs ``argv`` inside ``node`` (e.g. a network namespace); the netns harness's ``popen``."""
+    """Runs ``argv`` inside ``node`` (e.g. a network namespace): ``kagemusha.testing.netns.Harness.popen``.
 
-    def __call__(self, node: Any, argv: Sequence[str], *, env: Mapping[str, str]) -> subprocess.Popen[bytes]: ...
+    Extra keyword arguments (``stdout``, ``stderr``) go to ``subprocess.Popen``.
+    """
+
+    def __call__(
+        self, node: Any, argv: Sequence[str], *, env: Mapping[str, str], **kwargs: Any
+    ) -> subprocess.Popen[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,7 @@ class EtcdMember:
     log_file: Path
     node: Any
     scheme: str = "http"
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    process: subprocess.Popen[Any] | None = field(default=None, repr=False)
 
     @property
     def endpoint(self) -> str:
@@ -352,7 +357,9 @@ class EtcdCluster:
         # command line restarts a member (start_member) as well as creating it.
         argv = self._argv(m)
         if self.popen is not None:
-            m.process = self.popen(m.node, argv, env=self._env())
+            m.process = self.popen(
+                m.node, argv, env=self._env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
         else:
             m.process = subprocess.Popen(
                 argv, env=self._env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -376,7 +383,7 @@ class EtcdCluster:
         if self.popen is not None:
             argv = [ETCDCTL_BIN, f"--endpoints={m.client_url}", "--command-timeout=1s", *self._ctl_tls(),
                     "endpoint", "health"]
-            probe = self.popen(m.node, argv, env=self._env())
+            probe = self.popen(m.node, argv, env=self._env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 return probe.wait(timeout=3) == 0
             except subprocess.TimeoutExpired:
