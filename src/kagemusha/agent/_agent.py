@@ -59,12 +59,13 @@ class Agent:
         store: an open store (default: opened from ``config.cluster.store``).
     """
 
-    def __init__(self, config: Config, node: str, *, store: Store | None = None) -> None:
+    def __init__(self, config: Config, node: str, *, store: Store | None = None, serve_api: bool = True) -> None:
         config.node(node)  # KeyError for an unknown node: the CLI checks first
         self.config = config
         self.node = node
         self.root = root_of(config.cluster.name)
         self.store = store or open_store(config.cluster.store, timeout=config.cluster.store_timeout)
+        self.serve_api = serve_api
         self.groups = {g.name: GroupRuntime.build(config, g, node) for g in config.groups if node in g.nodes}
         self.lease_id: int | None = None
         self.valid_until = 0.0  # monotonic
@@ -99,6 +100,10 @@ class Agent:
                 tg.create_task(self._lease_keeper(), name="lease-keeper")
                 tg.create_task(self._decision_loop(), name="decision-loop")
                 tg.create_task(self._watcher(), name="watcher")
+                if self.serve_api:
+                    from kagemusha.api import serve
+
+                    tg.create_task(serve(self), name="api")
                 await self._done.wait()
                 raise _Exit()
         except* _Exit:
@@ -122,6 +127,19 @@ class Agent:
         log.info("leaving the cluster", extra={"kv": {"why": why}})
         self.leaving = True
         self._kick.set()
+
+    def is_member(self) -> bool:
+        """True while this node holds its lease (for ``GET /health``)."""
+        return self.lease_id is not None and not self.fenced_reason
+
+    def runs(self, group: str) -> bool:
+        """True when this node owns ``group`` and it is online here (for ``GET /groups/<g>/primary``)."""
+        rt = self.groups.get(group)
+        owner = self.snapshot.group(group).owner
+        return (
+            rt is not None and rt.local == LocalState.RUNNING and self.is_member()
+            and owner is not None and owner.node == self.node
+        )
 
     # -- lease ----------------------------------------------------------------
 
@@ -349,6 +367,7 @@ class Agent:
         elif a.kind == ActionKind.RESTART:
             rt.request = None
             rt.restarts.append(time.time())
+            rt.stats["restarts"] += 1
             await self._event(rt.name, "restart", a.reason)
             self._spawn(rt, self._restart(rt))
         elif a.kind == ActionKind.STOP:
@@ -403,6 +422,12 @@ class Agent:
             log.error("group start failed", extra={"kv": {"group": rt.name, "reason": str(exc)}})
             return
         rt.local = LocalState.RUNNING
+        took = time.monotonic() - t0
+        rt.stats["starts"] += 1
+        rt.stats["last_start_seconds"] = took
+        if event == ClpEvent.FAILOVER:
+            rt.stats["failovers"] += 1
+            rt.stats["last_failover_seconds"] = took
         log.info("group online", extra={"kv": {"group": rt.name, "event": event.value,
                                                 "seconds": round(time.monotonic() - t0, 3)}})
         await self._event(rt.name, "online", f"online on {self.node} ({event.value})")
