@@ -461,8 +461,18 @@ def _ns_inode(pid: int | str, ns: str) -> int | None:
         return None
 
 
-def _holds(pid: int, mount_point: str) -> str | None:
-    """Why ``pid`` keeps ``mount_point`` busy, or None."""
+def _on_dev(link: str, dev: int | None) -> bool:
+    """Whether the file behind a /proc magic link lives on device ``dev`` (None: cannot tell, say yes)."""
+    if dev is None:
+        return True
+    try:
+        return os.stat(link).st_dev == dev
+    except OSError:
+        return False
+
+
+def _holds(pid: int, mount_point: str, dev: int | None) -> str | None:
+    """Why ``pid`` keeps ``mount_point`` (file system on ``dev``) busy, or None."""
     base = f"/proc/{pid}"
     for what in ("cwd", "root", "exe"):
         try:
@@ -471,7 +481,7 @@ def _holds(pid: int, mount_point: str) -> str | None:
             continue
         if what == "root" and target == "/":
             continue
-        if _under(target, mount_point):
+        if _under(target, mount_point) and _on_dev(f"{base}/{what}", dev):
             return what
     try:
         fds = os.listdir(f"{base}/fd")
@@ -482,7 +492,7 @@ def _holds(pid: int, mount_point: str) -> str | None:
             target = os.readlink(f"{base}/fd/{fd}")
         except OSError:
             continue
-        if target.startswith("/") and _under(target, mount_point):
+        if target.startswith("/") and _under(target, mount_point) and _on_dev(f"{base}/fd/{fd}", dev):
             return f"fd {fd} {target}"
     try:
         for m in psutil.Process(pid).memory_maps(grouped=True):
@@ -497,20 +507,24 @@ def find_holders(mount_point: str) -> list[Holder]:
     """Processes of *this* mount namespace that keep ``mount_point`` busy.
 
     Looks at each process's cwd, root, exe, open file descriptors and memory
-    maps, by path under ``mount_point``. NB: only processes in the caller's
-    mount namespace count: a process in another namespace that has a path
-    with the same name sees a different mount (another node in the test
+    maps: the path must lie under ``mount_point`` and the file must be on the
+    file system mounted there (its ``st_dev``; so a process whose cwd is the
+    directory the mount covers is not a holder). NB: only processes in the
+    caller's mount namespace count: a process in another namespace that has a
+    path with the same name sees a different mount (another node in the test
     harness) and must never be killed for ours. Blocking (walks ``/proc``):
     call through ``kill_holders`` or a thread.
     """
     mine = _ns_inode("self", "mnt")
     me = os.getpid()
+    tops = [e for e in read_mountinfo() if e.mount_point == mount_point]
+    dev = os.makedev(tops[-1].major, tops[-1].minor) if tops else None
     found = []
     for proc in psutil.process_iter(["pid", "name"]):
         pid = proc.info["pid"]
         if pid == me or _ns_inode(pid, "mnt") != mine:
             continue
-        why = _holds(pid, mount_point)
+        why = _holds(pid, mount_point, dev)
         if why:
             found.append(Holder(pid, proc.info["name"] or "?", why))
     return found

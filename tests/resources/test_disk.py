@@ -98,6 +98,10 @@ def test_mount_is_private_to_the_node_and_data_survives_a_move(harness: Harness)
 def test_stop_kills_only_the_holders_of_this_mount(harness: Harness) -> None:
     h = harness
     mp = params(h)["mount_point"]
+    h.run("n1", ["mkdir", "-p", mp])
+    # In the directory the mount will cover: same path, other file system; not a holder.
+    underneath = h.popen("n1", ["sleep", "600"], cwd=mp)
+    time.sleep(0.1)
     op(h, "n1", "start")
     h.run("n1", ["mkdir", "-p", f"{mp}/sub"])
     by_cwd = h.popen("n1", ["sleep", "600"], cwd=mp)
@@ -115,7 +119,7 @@ def test_stop_kills_only_the_holders_of_this_mount(harness: Harness) -> None:
     for p in (by_cwd, by_fd, stubborn):
         assert p.wait(timeout=5) != 0
     assert stubborn.returncode == -9
-    assert bystander.poll() is None and other_node.poll() is None
+    assert bystander.poll() is None and other_node.poll() is None and underneath.poll() is None
 
 
 @pytest.mark.root
@@ -163,7 +167,11 @@ def test_device_in_use_elsewhere_fails_start_and_probe_says_failed(harness: Harn
     assert state == "failed" and "elsewhere" in reason
     with pytest.raises(NodeError, match="mounted at"):
         op(h, "n1", "start")
-    h.run("n1", ["umount", other])
+    # stop leaves the device mounted nowhere on this node, whatever the path.
+    holder = h.popen("n1", ["sleep", "600"], cwd=other)
+    op(h, "n1", "stop", kill_grace="0.2")
+    assert holder.wait(timeout=5) != 0
+    assert h.mounts("n1") == [] and h.disk_holders() == ["n2"]
 
 
 @pytest.mark.root

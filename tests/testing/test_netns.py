@@ -70,6 +70,11 @@ def test_topology_and_root_namespace_untouched() -> None:
     assert leftovers(prefix) == []
 
 
+def divmod_dev(h: Harness) -> tuple[int, int]:
+    st = os.stat(h.disk.device)
+    return os.major(st.st_rdev), os.minor(st.st_rdev)
+
+
 def test_mounts_are_per_node(harness: Harness) -> None:
     h = harness
     mp = h.tmp / "data1"
@@ -81,6 +86,9 @@ def test_mounts_are_per_node(harness: Harness) -> None:
     assert str(mp) not in Path("/proc/mounts").read_text()
     assert h.run("n2", ["mountpoint", "-q", str(mp)], check=False).returncode != 0
     assert h.run("n1", ["mountpoint", "-q", str(mp)]).returncode == 0
+    # cwd is resolved inside the node: on the node's mount, not the host directory under it.
+    dev = h.run("n1", ["stat", "-c", "%d", "."], cwd=mp).stdout.strip()
+    assert dev == str(os.makedev(*divmod_dev(h)))
     # The same process sees the same node across calls (the mount namespace persists).
     p = h.popen("n1", ["sh", "-c", f"cat {mp}/../data1/lost+found >/dev/null 2>&1; sleep 600"])
     assert p.pid in h.pids("n1") and p.pid not in h.pids("n2")

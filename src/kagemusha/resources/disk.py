@@ -12,7 +12,8 @@ Usage in ``cluster.toml``::
     options = "noatime"      # mount -o
 
 ``start`` runs fsck when due, creates the mount point and mounts. ``stop``
-unmounts; when the mount is busy it kills the processes that keep it busy
+unmounts the device (from the mount point, and from any other path it is
+mounted at on this node); when busy it kills the processes that keep it busy
 (only those whose cwd, root, executable, open files or memory maps lie under
 the mount point, and only in this mount namespace), SIGTERM first and SIGKILL
 after ``kill_grace`` seconds, then unmounts again. ``fence`` kills them with
@@ -48,7 +49,7 @@ from kagemusha import _os
 from kagemusha.errors import NotConfigured, NotInstalled, ResourceFailed
 from kagemusha.resources._base import DriverParams, Probe, Resource, ResourceContext, StartEnv
 
-__all__ = ["Disk", "DiskParams", "MountState", "mount_state"]
+__all__ = ["Disk", "DiskParams", "MountState", "device_mount_points", "mount_state"]
 
 _EVERY = re.compile(r"^every\s+([1-9][0-9]*)$")
 
@@ -143,6 +144,22 @@ def mount_state(device: str, mount_point: str, mountinfo: str = "/proc/self/moun
     if elsewhere:
         return MountState(False, f"{device} is mounted at {', '.join(elsewhere)}, not at {mount_point}")
     return MountState(False, "")
+
+
+def device_mount_points(device: str, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """Where ``device`` is mounted in this mount namespace, deepest (and latest) first."""
+    entries = _os.read_mountinfo(mountinfo)
+    dev = _os.device_number(device)
+    found = [
+        e.mount_point
+        for e in entries
+        if ((e.major, e.minor) == dev if dev is not None else e.source == device)
+    ]
+    seen: list[str] = []
+    for mp in reversed(found):
+        if mp not in seen:
+            seen.append(mp)
+    return sorted(seen, key=lambda m: m.count("/"), reverse=True)
 
 
 class Disk(Resource):
@@ -259,48 +276,62 @@ class Disk(Resource):
     async def fence(self) -> None:
         await self._unmount(grace=0.0, lazy_last=True)
 
+    def _device_mounts(self) -> list[str]:
+        """Every mount point of the device in this mount namespace, deepest first."""
+        try:
+            return device_mount_points(self.params.device)
+        except OSError as exc:
+            raise ResourceFailed(f"disk {self.params.device}: cannot read the mount table: {exc}") from exc
+
     async def _unmount(self, *, grace: float, lazy_last: bool) -> None:
+        """Unmount the device from wherever it is mounted on this node.
+
+        NB: not only from ``mount_point``: a stop that left the device mounted
+        at another path would let the group start on another node while this
+        one can still write to the disk.
+        """
         p = self.params
         attempts = 6
         for attempt in range(attempts):
-            state = self._state()
-            if not state.mounted:
-                if state.conflict:
-                    self.ctx.log.warning("disk: %s (left alone)", state.conflict)
+            mps = self._device_mounts()
+            if not mps:
                 return
-            await self._unmount_below()
-            err = await _os.umount(p.mount_point)
-            if err in (0, errno.EINVAL):
-                continue
-            if err != errno.EBUSY:
-                raise ResourceFailed(f"disk: cannot unmount {p.mount_point}: {os.strerror(err)}")
-            # Busy: first ask the holders to go, then insist.
-            holders = await _os.kill_holders(p.mount_point, grace=grace if attempt == 0 else 0.0)
-            if holders:
-                self.ctx.log.warning(
-                    "disk %s busy; killed %s",
-                    p.mount_point,
-                    ", ".join(f"{h.pid} ({h.name}: {h.why})" for h in holders),
-                )
-            elif lazy_last:
+            for mp in mps:
+                if mp != p.mount_point:
+                    self.ctx.log.warning("disk %s is also mounted at %s: unmounting it there", p.device, mp)
+                await self._unmount_below(mp)
+                err = await _os.umount(mp)
+                if err in (0, errno.EINVAL):
+                    continue
+                if err != errno.EBUSY:
+                    raise ResourceFailed(f"disk: cannot unmount {mp}: {os.strerror(err)}")
+                # Busy: first ask the holders to go, then insist.
+                holders = await _os.kill_holders(mp, grace=grace if attempt == 0 else 0.0)
+                if holders:
+                    self.ctx.log.warning(
+                        "disk %s busy; killed %s", mp, ", ".join(f"{h.pid} ({h.name}: {h.why})" for h in holders)
+                    )
+                elif not lazy_last:
+                    # A holder that just exited may still be releasing its files.
+                    await asyncio.sleep(0.05 * (attempt + 1))
+            if lazy_last and attempt >= 1:
                 break
-            else:
-                # A holder that just exited may still be releasing its files.
-                await asyncio.sleep(0.05 * (attempt + 1))
-        if lazy_last and self._state().mounted:
-            err = await _os.umount(p.mount_point, lazy=True)
-            if err in (0, errno.EINVAL):
-                self.ctx.log.warning("disk %s: detached lazily", p.mount_point)
-                return
-            raise ResourceFailed(f"disk: cannot detach {p.mount_point}: {os.strerror(err)}")
-        if self._state().mounted:
-            left = await asyncio.to_thread(_os.find_holders, p.mount_point)
-            who = ", ".join(f"{h.pid} ({h.name}: {h.why})" for h in left) or "no process found"
-            raise ResourceFailed(f"disk: {p.mount_point} still busy after {attempts} attempts: {who}")
+        left = self._device_mounts()
+        if lazy_last:
+            for mp in left:
+                err = await _os.umount(mp, lazy=True)
+                if err not in (0, errno.EINVAL):
+                    raise ResourceFailed(f"disk: cannot detach {mp}: {os.strerror(err)}")
+                self.ctx.log.warning("disk %s: detached lazily from %s", p.device, mp)
+            return
+        if left:
+            holders = [h for mp in left for h in await asyncio.to_thread(_os.find_holders, mp)]
+            who = ", ".join(f"{h.pid} ({h.name}: {h.why})" for h in holders) or "no process found"
+            raise ResourceFailed(f"disk: {', '.join(left)} still busy after {attempts} attempts: {who}")
 
-    async def _unmount_below(self) -> None:
-        """Unmount whatever is mounted below the mount point (deepest first)."""
-        prefix = self.params.mount_point.rstrip("/") + "/"
+    async def _unmount_below(self, mount_point: str) -> None:
+        """Unmount whatever is mounted below ``mount_point`` (deepest first)."""
+        prefix = mount_point.rstrip("/") + "/"
         below = [e.mount_point for e in _os.read_mountinfo() if e.mount_point.startswith(prefix)]
         for mp in reversed(below):
             await _os.umount(mp, lazy=True)

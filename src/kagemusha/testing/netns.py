@@ -516,7 +516,13 @@ class Harness:
         """The command line that runs ``argv`` inside ``node``'s network and mount namespaces."""
         n = self._ns[node]
         wd = str(cwd) if cwd is not None else os.getcwd()
-        return ["nsenter", "-t", str(n.anchor_pid), "--net", "--mount", f"--wd={wd}", "--", *map(str, argv)]
+        # NB: not nsenter --wd=DIR: nsenter opens DIR *before* entering the mount namespace, so a
+        # directory on a node's mount would resolve to the host's directory underneath it.
+        # The shell changes directory inside the node, then execs (same pid).
+        return [
+            "nsenter", "-t", str(n.anchor_pid), "--net", "--mount", "--",
+            "/bin/sh", "-c", 'cd -- "$0" || exit 127; exec "$@"', wd, *map(str, argv),
+        ]
 
     def _env(self, env: Mapping[str, str] | None) -> dict[str, str]:
         out = dict(os.environ)
