@@ -508,7 +508,10 @@ class Agent:
                 ok, detail = False, f"no answer within timeout {spec.timeout:g}s"
             except Exception as exc:  # a monitor that raises counts as failed
                 ok, detail = False, f"monitor error: {exc}"
+            changed = ms.last_ok is not ok
             ms.last_ok, ms.last_detail, ms.last_at = ok, detail, time.time()
+            if ok and changed:
+                await self._write_status(rt)
             if ok:
                 if ms.consecutive:
                     log.info("monitor recovered", extra={"kv": {"group": rt.name, "monitor": spec.name}})

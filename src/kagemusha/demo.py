@@ -1,0 +1,292 @@
+"""``make demo``: a two-node one-way standby cluster on the local store, a failover, then a cluster to play with.
+
+What it builds under ``./demo-cluster`` (``--dir``):
+
+- ``data1/domains``: the "switchover disk" (a directory: both nodes share this host);
+- ``domain1`` created from the seed's ``domain1.properties`` (ports +30000, so the seed's 80 is 30080),
+  serving ``kagemusha.demo_app`` (it says which node serves it and keeps writes on the disk);
+- per-node domain registries (``n1`` created the domain, ``n2`` ran ``domain setup``: the seed's steps);
+- ``cluster.toml``: group ``webotx1`` (home n1, standby n2) whose exec resource runs the seed's Linux
+  ``start.sh``/``stop.sh`` with ``/opt/WebOTX/bin/otxadmin`` replaced by ``kagemusha domain``, and an
+  ``http`` monitor on the application.
+
+Then it starts both agents, crashes n1 (``kill -9`` of its agent and every process it started), shows
+the group come up on n2 and the application answer from there, restarts n1, and leaves the cluster
+running until Ctrl-C, when both agents leave gracefully (``--exit`` stops right after the failover).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from kagemusha import _proc
+
+SEED_PROPERTIES = """domain.hostname=localhost
+domain.name=domain1
+domain.admin.user=admin
+domain.admin.password=adminadmin
+domain.admin.port=36212
+domain.admin.jmxmp.port=36712
+domain.http.port=30080
+domain.https.port=30443
+domain.http.admin.port=35858
+domain.http.adminrest.port=50101
+domain.http.ajp.port=38099
+domain.jms.port=39700
+domain.jms.user.port=39701
+domain.jms.admin.port=39702
+domain.java.debugger.port=39010
+domain.ipv6-enable=false
+domain.embedded-iiop-service.port=37780
+server.corba-service.oadj.Port=39826
+server.corba-service.namesv.NameServicePort=32809
+server.corba-service.namesv.NameServiceRoundRobin=true
+server.corba-service.oad.OadPort=39825
+tpsystem.IIOPListener.listenerPortNumber=35151
+tpsystem.AJPListener.listenerPortNumber=50102
+domain.app=kagemusha.demo_app:app
+"""
+ADMIN_PORT = "36202"
+APP_URL = "http://127.0.0.1:30080/"
+
+
+def say(msg: str = "") -> None:
+    print(f"\033[1;36m==>\033[0m {msg}" if msg else "", flush=True)
+
+
+def _seed_script(name: str) -> str:
+    # The seed's Linux one-way scripts, kept verbatim in the package's examples; otxadmin -> kagemusha domain.
+    here = Path(__file__).resolve()
+    for root in (here.parents[2] / "examples" / "oneway", here.parent / "examples" / "oneway"):
+        p = root / name
+        if p.exists():
+            return p.read_text()
+    raise SystemExit(f"demo: cannot find examples/oneway/{name}")
+
+
+class Demo:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        bindir = str(Path(sys.executable).parent)
+        self.env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}", "KAGEMUSHA_LOG_FORMAT": "text"}
+
+    # -- set-up ----------------------------------------------------------------------
+    def kagemusha(self, *args: str, node: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = dict(self.env)
+        if node:
+            env["KAGEMUSHA_DOMAIN_REGISTRY"] = str(self.root / node / "registry")
+        r = subprocess.run([sys.executable, "-m", "kagemusha", *args], env=env, capture_output=True, text=True, timeout=300)
+        if check and r.returncode != 0:
+            raise SystemExit(f"demo: kagemusha {' '.join(args)} failed: {r.stderr.strip() or r.stdout.strip()}")
+        return r
+
+    def build(self) -> None:
+        self.cleanup_previous()
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        (self.root / "logs").mkdir(parents=True)
+        for n in ("n1", "n2"):
+            (self.root / n).mkdir()
+        props = self.root / "domain1.properties"
+        props.write_text(SEED_PROPERTIES)
+        domains = self.root / "data1" / "domains"
+        domains.mkdir(parents=True)
+        say("creating domain1 on the switchover directory from the seed's domain1.properties (ports +30000)")
+        self.kagemusha("domain", "create-domain", "--user", "admin", "--password", "adminadmin", "--port", ADMIN_PORT,
+                       f"--file={props}", f"--domaindir={domains}", "domain1", node="n1")
+        self.kagemusha("domain", "setup", "--domains-root", str(domains), "--port", ADMIN_PORT, node="n2")
+        for name in ("start.sh", "stop.sh"):
+            p = self.root / name
+            p.write_text(_seed_script(name))
+            p.chmod(0o755)
+        cfg = f"""# kagemusha demo: the seed's one-way standby on one host (local store)
+[cluster]
+name = "demo"
+store = "local:{self.root}/store.db"
+state_dir = "{self.root}/state"
+startup_wait = 2.0
+
+[[nodes]]
+name = "n1"
+address = "127.0.0.1:37701"
+env = {{ KAGEMUSHA_DOMAIN_REGISTRY = "{self.root}/n1/registry" }}
+
+[[nodes]]
+name = "n2"
+address = "127.0.0.1:37702"
+env = {{ KAGEMUSHA_DOMAIN_REGISTRY = "{self.root}/n2/registry" }}
+
+[[groups]]
+name = "webotx1"
+nodes = ["n1", "n2"]
+failback = "manual"
+
+[[groups.resources]]
+name = "exec1"
+type = "exec"
+start = "start.sh"
+stop = "stop.sh"
+start_timeout = 120
+stop_timeout = 660
+
+[[groups.monitors]]
+name = "webotxw1"
+type = "http"
+url = "{APP_URL}"
+interval = 1.0
+timeout = 3.0
+retries = 3
+restart_limit = 1
+failover_limit = 1
+final_action = "stop_group"
+"""
+        (self.root / "cluster.toml").write_text(cfg)
+        r = self.kagemusha("config", "validate", str(self.root / "cluster.toml"), check=False)
+        if r.returncode != 0:
+            raise SystemExit(f"demo: generated config is invalid:\n{r.stderr}")
+
+    def cleanup_previous(self) -> None:
+        """Stop agents a previous demo in the same directory left running (by the pids it recorded)."""
+        pids = self.root / "agents.json"
+        if not pids.exists():
+            return
+        try:
+            recorded = json.loads(pids.read_text())
+        except ValueError:
+            return
+        import psutil
+
+        for node, pid in recorded.items():
+            try:
+                p = psutil.Process(pid)
+                if str(self.root / "cluster.toml") in " ".join(p.cmdline()):
+                    say(f"stopping agent {node} left by a previous demo (pid {pid})")
+                    p.send_signal(signal.SIGTERM)
+                    p.wait(60)
+            except (psutil.Error, OSError):
+                continue
+
+    # -- running ---------------------------------------------------------------------------
+    def start_agent(self, node: str) -> None:
+        log = open(self.root / "logs" / f"{node}.log", "ab")
+        self.procs[node] = subprocess.Popen(
+            [sys.executable, "-m", "kagemusha", "agent", "--config", str(self.root / "cluster.toml"), "--node", node],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+        )
+        (self.root / "agents.json").write_text(json.dumps({n: p.pid for n, p in self.procs.items()}))
+
+    def status(self) -> dict[str, object]:
+        r = self.kagemusha("status", "--config", str(self.root / "cluster.toml"), "--json")
+        data: dict[str, object] = json.loads(r.stdout)
+        return data
+
+    def show_status(self) -> None:
+        r = self.kagemusha("status", "--config", str(self.root / "cluster.toml"))
+        print(r.stdout, flush=True)
+
+    def wait_online(self, node: str, timeout: float = 60) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            g = self.status()["groups"][0]  # type: ignore[index]
+            if g["state"] == "online" and g["node"] == node:
+                return time.time()
+            time.sleep(0.1)
+        raise SystemExit(f"demo: webotx1 did not come online on {node} within {timeout}s; see {self.root}/logs")
+
+    def fetch(self) -> str:
+        try:
+            with urllib.request.urlopen(APP_URL, timeout=2) as r:
+                return r.read().decode().strip()
+        except OSError as exc:
+            return f"(no answer: {exc})"
+
+    def crash(self, node: str) -> float:
+        p = self.procs.pop(node)
+        p.send_signal(signal.SIGKILL)
+        cid = self.cluster_id()
+        _proc.kill_tagged({"KAGEMUSHA_CLUSTER_ID": cid, "KAGEMUSHA_NODE": node}, wait=2.0)
+        t = time.time()
+        p.wait(10)
+        return t
+
+    def cluster_id(self) -> str:
+        from kagemusha.config import load_config
+
+        return load_config(self.root / "cluster.toml").cluster_id
+
+    def stop_all(self) -> None:
+        for node, p in list(self.procs.items()):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for node, p in list(self.procs.items()):
+            try:
+                p.wait(120)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.procs.clear()
+        (self.root / "agents.json").unlink(missing_ok=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="kagemusha demo: a two-node cluster with a failover")
+    ap.add_argument("--dir", default="demo-cluster", help="where to build the demo (default ./demo-cluster)")
+    ap.add_argument("--exit", action="store_true", help="stop the cluster after showing the failover")
+    args = ap.parse_args()
+    demo = Demo(Path(args.dir))
+    demo.build()
+    cfg = demo.root / "cluster.toml"
+    try:
+        say("starting the agents of n1 and n2 (logs in %s/logs)" % demo.root)
+        demo.start_agent("n1")
+        demo.start_agent("n2")
+        demo.wait_online("n1")
+        say(f"webotx1 is online on n1; the application says: {demo.fetch()}")
+        demo.show_status()
+        say("crashing n1: kill -9 of its agent and of every process it started (the domain too)")
+        t = demo.crash("n1")
+        online = demo.wait_online("n2")
+        say(f"webotx1 failed over to n2 in {online - t:.2f}s; the application now says: {demo.fetch()}")
+        demo.show_status()
+        say("n1 comes back (failback is manual, so webotx1 stays on n2)")
+        demo.start_agent("n1")
+        time.sleep(2.5)
+        demo.show_status()
+        if args.exit:
+            return
+        k = f"{sys.executable} -m kagemusha"
+        say("the cluster keeps running. Try, in another terminal:")
+        print(f"""
+    {k} status --config {cfg}
+    {k} group move webotx1 --to n1 --config {cfg}
+    curl {APP_URL}    curl -X PUT -d hello {APP_URL}kv/greeting
+    kill -9 $(python3 -c 'import json;print(json.load(open("{demo.root}/agents.json"))["n1"])')   # crash n1's agent
+    tail -f {demo.root}/logs/n1.log {demo.root}/logs/n2.log
+
+  Press Ctrl-C here to stop the cluster (both agents leave gracefully).
+""", flush=True)
+        while True:
+            time.sleep(1)
+            for node, p in list(demo.procs.items()):
+                if p.poll() is not None:
+                    say(f"agent {node} exited ({p.returncode}); restarting it")
+                    demo.start_agent(node)
+    except KeyboardInterrupt:
+        print()
+    finally:
+        say("stopping the cluster: both agents leave gracefully")
+        demo.stop_all()
+        say("stopped")
+
+
+if __name__ == "__main__":
+    main()
