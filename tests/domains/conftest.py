@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +29,9 @@ KAGEMUSHA = str(Path(sys.executable).parent / "kagemusha")
 PORT_OFFSET = 10000
 
 
-def shifted_properties(src: Path, dest: Path, *, offset: int = PORT_OFFSET, extra: dict[str, str] | None = None) -> Path:
+def shifted_properties(
+    src: Path, dest: Path, *, offset: int = PORT_OFFSET, extra: dict[str, str] | None = None
+) -> Path:
     """Copy a seed properties file with every port +offset (80 -> 10080, 443 -> 10443) and extra keys."""
     out = []
     for line in src.read_text(encoding="latin-1").splitlines():
@@ -72,22 +74,35 @@ class Node:
     registry: Path
     env: dict[str, str] = field(default_factory=dict)
 
-    def run(self, *args: str, timeout: float = 60.0, check: bool = False) -> subprocess.CompletedProcess[str]:
-        """Run ``kagemusha domain ARGS`` as the operator would."""
+    def run(
+        self, *args: str, timeout: float = 60.0, check: bool = False, prefix: Sequence[str] = ()
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``kagemusha domain ARGS`` as the operator would (``prefix``: e.g. runuser)."""
         proc = subprocess.run(
-            [KAGEMUSHA, "domain", *args], env=self.env, capture_output=True, text=True, timeout=timeout
+            [*prefix, KAGEMUSHA, "domain", *args],
+            check=False,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"kagemusha domain {' '.join(args)} -> {proc.returncode}\n{proc.stdout}{proc.stderr}")
+            raise AssertionError(
+                f"kagemusha domain {' '.join(args)} -> {proc.returncode}\n{proc.stdout}{proc.stderr}"
+            )
         return proc
 
     def seed_properties(self, which: str = "domain1", **extra: str) -> Path:
         """The seed's ``<which>.properties`` with ports +10000, in the node's directory."""
         return shifted_properties(
-            SEED / f"{which}.properties", self.base / f"{which}.properties", extra={k.replace("_", "."): v for k, v in extra.items()}
+            SEED / f"{which}.properties",
+            self.base / f"{which}.properties",
+            extra={k.replace("_", "."): v for k, v in extra.items()},
         )
 
-    def create(self, name: str, domaindir: Path, *, admin_port: int = 6202 + PORT_OFFSET, **extra: str) -> None:
+    def create(
+        self, name: str, domaindir: Path, *, admin_port: int = 6202 + PORT_OFFSET, **extra: str
+    ) -> None:
         props = self.seed_properties(name, **extra)
         self.run(
             "create", "--user", "admin", "--password", "adminadmin", "--port", str(admin_port),

@@ -44,7 +44,11 @@ def test_seed_domain2_and_shifted_copies(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("domain.http.port", "eighty"), ("tpsystem.IIOPListener.listenerPortNumber", "70000"), ("domain.jms.port", "0")],
+    [
+        ("domain.http.port", "eighty"),
+        ("tpsystem.IIOPListener.listenerPortNumber", "70000"),
+        ("domain.jms.port", "0"),
+    ],
 )
 def test_bad_port_names_the_key(key: str, value: str) -> None:
     raw = dict(load_properties(SEED / "domain1.properties").raw)
@@ -85,7 +89,9 @@ def test_unreadable_file_names_the_file(tmp_path: Path) -> None:
 
 def test_own_keys_validated() -> None:
     raw = dict(load_properties(SEED / "domain1.properties").raw)
-    raw.update({"domain.app": "not an import string", "domain.workers": "many", "domain.run.user": "no-such-user-km"})
+    raw.update(
+        {"domain.app": "not an import string", "domain.workers": "many", "domain.run.user": "no-such-user-km"}
+    )
     with pytest.raises(ConfigError) as exc:
         parse_properties(raw, source="x")
     msg = str(exc.value)
@@ -95,18 +101,30 @@ def test_own_keys_validated() -> None:
 def test_conflicts_across_domains_name_both_domains_and_port() -> None:
     d1 = load_properties(SEED / "domain1.properties")
     errs = check_port_conflicts("domain3", {"domain.http.port": 80}, [("domain1", d1.ports)])
-    assert errs == [("domain3: domain.http.port", "port 80 is already used by domain domain1 (domain.http.port)")]
+    assert errs == [
+        ("domain3: domain.http.port", "port 80 is already used by domain domain1 (domain.http.port)")
+    ]
 
 
 def test_port_keys_rule() -> None:
-    raw = {"a.port": "1", "a.Port": "2", "b.listenerPortNumber": "3", "ssl.support": "4", "x.port.enabled": "true"}
+    raw = {
+        "a.port": "1",
+        "a.Port": "2",
+        "b.listenerPortNumber": "3",
+        "ssl.support": "4",
+        "x.port.enabled": "true",
+    }
     assert port_keys(raw) == ["a.port", "a.Port", "b.listenerPortNumber"]
 
 
 def test_redact_and_set_key_keep_the_rest() -> None:
     text = (SEED / "domain1.properties").read_text()
     red = redact_password(text)
-    assert "adminadmin" not in red and "# ObjectBroker Service Configs" in red and "domain.admin.user=admin" in red
+    assert (
+        "adminadmin" not in red
+        and "# ObjectBroker Service Configs" in red
+        and "domain.admin.user=admin" in red
+    )
     out = set_key(red, "domain.app", "pkg.mod:app")
     assert out.endswith("domain.app=pkg.mod\\:app\n") or "domain.app=pkg.mod:app" in out
     assert set_key(out, "domain.app", None) == red

@@ -7,7 +7,6 @@ import socket
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from kagemusha.domains import (
@@ -45,7 +44,11 @@ def test_asgi_and_wsgi_domains_side_by_side(node: Node, workdir: Path) -> None:
     assert httpx.get("http://127.0.0.1:18081/").text == "hello from flask\n"
     pids = {httpx.get("http://127.0.0.1:18081/info").json()["pid"] for _ in range(20)}
     assert pids  # two uvicorn workers behind one socket
-    assert node.run("list").stdout.splitlines()[1:] == ["admin not running", "domain1 running", "domain2 running"]
+    assert node.run("list").stdout.splitlines()[1:] == [
+        "admin not running",
+        "domain1 running",
+        "domain2 running",
+    ]
 
     # admin API: basic auth against the hash
     assert httpx.get("http://127.0.0.1:16212/status").status_code == 401
@@ -64,10 +67,17 @@ def test_asgi_and_wsgi_domains_side_by_side(node: Node, workdir: Path) -> None:
     )
     assert r.status_code == 200
     assert httpx.put("http://127.0.0.1:12809/names/x", json={"port": 1}).status_code == 401
-    assert httpx.get("http://127.0.0.1:12809/names/jdbc/orders").json()["url"] == "http://vip.example.test:10080/orders"
+    assert (
+        httpx.get("http://127.0.0.1:12809/names/jdbc/orders").json()["url"]
+        == "http://vip.example.test:10080/orders"
+    )
     assert httpx.get("http://127.0.0.1:12809/names/nosuch").status_code == 404
     state_text = "".join(p.read_text() for p in (root1 / "domain1" / "state").iterdir() if p.is_file())
-    assert "vip.example" not in state_text and "localhost" not in state_text and socket.gethostname() not in state_text
+    assert (
+        "vip.example" not in state_text
+        and "localhost" not in state_text
+        and socket.gethostname() not in state_text
+    )
     # without a VIP the name service advertises the address the client used
     assert httpx.get("http://127.0.0.1:22809/names/domain2").json()["url"] == "http://127.0.0.1:18081/"
 
@@ -86,7 +96,11 @@ def test_asgi_and_wsgi_domains_side_by_side(node: Node, workdir: Path) -> None:
     assert node.run("stop-domain", "--domaindir", str(root1), "domain1").returncode == 0
     stop_domain("domain2", force=True, wait_timeout=30, registry=reg)
     assert not [p for p in pids1 + pids2 if alive(p)]
-    assert node.run("list").stdout.splitlines()[1:] == ["admin not running", "domain1 not running", "domain2 not running"]
+    assert node.run("list").stdout.splitlines()[1:] == [
+        "admin not running",
+        "domain1 not running",
+        "domain2 not running",
+    ]
     assert not check_domain_health("domain1", user="admin", password="adminadmin", registry=reg).ok
     assert node.run("stop", "domain1").returncode == 0  # stopping a stopped domain succeeds
     # logs are in the domain's logs/

@@ -31,9 +31,11 @@ def _script(src: Path, dest: Path, roots: dict[str, Path], *, domain: str | None
     return dest
 
 
-def _run(node: Node, script: Path, event: str = "START", server: str = "HOME") -> subprocess.CompletedProcess[str]:
+def _run(
+    node: Node, script: Path, event: str = "START", server: str = "HOME"
+) -> subprocess.CompletedProcess[str]:
     env = dict(node.env, CLP_EVENT=event, CLP_DISK="SUCCESS", CLP_SERVER=server)
-    return subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=90)
+    return subprocess.run([str(script)], check=False, env=env, capture_output=True, text=True, timeout=90)
 
 
 def _states(node: Node) -> dict[str, str]:
@@ -50,7 +52,9 @@ def test_oneway_scripts_start_and_stop_via_the_admin_domain(workdir: Path) -> No
     assert "kagemusha domain start-domain admin" in start.read_text()
 
     r = _run(n1, start)
-    assert r.returncode == 0 and "NORMAL1" in r.stdout and "NORMAL2" in r.stdout and "EXIT" in r.stdout, r.stderr
+    assert r.returncode == 0 and "NORMAL1" in r.stdout and "NORMAL2" in r.stdout and "EXIT" in r.stdout, (
+        r.stderr
+    )
     assert "kagemusha:" not in r.stderr, r.stderr
     assert _states(n1) == {"admin": "running", "domain1": "running"}
     assert httpx.get("http://127.0.0.1:10080/").status_code == 200

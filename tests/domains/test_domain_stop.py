@@ -38,7 +38,7 @@ def _start_stubborn(node: Node, root: Path) -> tuple[list[int], int, int]:
 
 def test_stop_without_force_times_out_and_keeps_running(node: Node, workdir: Path) -> None:
     root = workdir / "data1" / "domains"
-    pids, app_pid, grandchild = _start_stubborn(node, root)
+    pids, app_pid, _grandchild = _start_stubborn(node, root)
     t0 = time.monotonic()
     r = node.run("stop-domain", "--wait_timeout", "1", "domain1")
     elapsed = time.monotonic() - t0
@@ -91,7 +91,7 @@ def test_force_with_zero_wait_and_fencing_kill_at_once(node: Node, workdir: Path
 def test_leftovers_of_a_crashed_master_are_found(node: Node, workdir: Path) -> None:
     root = workdir / "data1" / "domains"
     pids, app_pid, grandchild = _start_stubborn(node, root)
-    master = [p for p in pids if p not in (app_pid, grandchild)][0]
+    master = next(p for p in pids if p not in (app_pid, grandchild))
     psutil.Process(master).kill()  # the master crashes; the app and the grandchild are orphans
     reg = NodeRegistry(node.registry)
     assert _wait(lambda: not alive(master))

@@ -33,7 +33,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 DomainDir = Annotated[
     Path | None, typer.Option("--domaindir", help="Domains root (default: where the node registry says).")
 ]
-Name = Annotated[str, typer.Argument(help="Domain name (admin: the node's admin domain).", show_default=False)]
+Name = Annotated[
+    str, typer.Argument(help="Domain name (admin: the node's admin domain).", show_default=False)
+]
 
 
 def _fail(message: str) -> None:
@@ -82,11 +84,15 @@ def _command(name: str, alias: str | None = None, **kwargs: Any) -> Callable[[F]
 @_command("create", "create-domain")
 def create(
     name: Name,
-    file: Annotated[Path, typer.Option("--file", "-f", help="The domain's properties file (domain1.properties).")],
+    file: Annotated[
+        Path, typer.Option("--file", "-f", help="The domain's properties file (domain1.properties).")
+    ],
     domaindir: DomainDir = None,
     user: Annotated[str | None, typer.Option("--user", help="Admin domain user.")] = None,
     password: Annotated[str | None, typer.Option("--password", help="Admin domain password.")] = None,
-    port: Annotated[int | None, typer.Option("--port", min=1, max=65535, help="Admin domain port (6202).")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", min=1, max=65535, help="Admin domain port (6202).")
+    ] = None,
 ) -> None:
     """Create a domain from a properties file (otxadmin create-domain)."""
     from kagemusha.domains import create_domain
@@ -118,8 +124,12 @@ def delete(
 def start(
     name: Name,
     domaindir: DomainDir = None,
-    adminonly: Annotated[bool, typer.Option("--adminonly", help="With admin: start the admin domain alone.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to wait for readiness.")] = 120.0,
+    adminonly: Annotated[
+        bool, typer.Option("--adminonly", help="With admin: start the admin domain alone.")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for readiness.")
+    ] = 120.0,
 ) -> None:
     """Start a domain; returns once its application answers (otxadmin start-domain)."""
     from kagemusha.domains import start_domain
@@ -140,7 +150,10 @@ def stop(
     wait_timeout: Annotated[
         float,
         typer.Option(
-            "--wait_timeout", "--wait-timeout", min=0, help="Seconds of graceful stop (0 with --force: kill at once)."
+            "--wait_timeout",
+            "--wait-timeout",
+            min=0,
+            help="Seconds of graceful stop (0 with --force: kill at once).",
         ),
     ] = 300.0,
 ) -> None:
@@ -188,7 +201,9 @@ def setup(
 @_command("deploy")
 def deploy(
     name: Name,
-    import_string: Annotated[str, typer.Argument(help="ASGI or WSGI app, 'module:attribute'.", show_default=False)],
+    import_string: Annotated[
+        str, typer.Argument(help="ASGI or WSGI app, 'module:attribute'.", show_default=False)
+    ],
     domaindir: DomainDir = None,
     path: Annotated[
         Path | None, typer.Option("--path", help="Directory with the app's code, copied into the domain.")
@@ -198,7 +213,9 @@ def deploy(
     from kagemusha.domains import deploy_app
 
     running = deploy_app(name, import_string, domaindir, path=path)
-    print(f"Application {import_string} deployed to {name}{'; restart the domain to serve it' if running else ''}.")
+    print(
+        f"Application {import_string} deployed to {name}{'; restart the domain to serve it' if running else ''}."
+    )
 
 
 @_command("autostart")

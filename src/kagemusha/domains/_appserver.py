@@ -55,7 +55,9 @@ def load_app(import_string: str, paths: list[str]) -> Any:
 def _welcome_app(name: str) -> ASGIApp:
     body = f"kagemusha domain {name}: no application deployed\n".encode()
 
-    async def app(scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
+    async def app(
+        scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]
+    ) -> None:
         if scope["type"] == "lifespan":
             while True:
                 msg = await receive()
@@ -66,7 +68,9 @@ def _welcome_app(name: str) -> ASGIApp:
                     return
         if scope["type"] != "http":
             return
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+        )
         await send({"type": "http.response.body", "body": body})
 
     return app

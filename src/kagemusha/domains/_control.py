@@ -119,7 +119,9 @@ def _stored_props(layout: DomainLayout) -> DomainProperties:
     return load_properties(layout.properties, name=layout.name)
 
 
-def _other_domains_ports(reg: NodeRegistry, extra_roots: Iterable[Path] = ()) -> list[tuple[str, dict[str, int]]]:
+def _other_domains_ports(
+    reg: NodeRegistry, extra_roots: Iterable[Path] = ()
+) -> list[tuple[str, dict[str, int]]]:
     out: list[tuple[str, dict[str, int]]] = [("admin", {"--port (admin domain)": reg.admin_port()})]
     seen: set[Path] = set()
     layouts = list(reg.domains())
@@ -149,7 +151,37 @@ def _run_user(props: DomainProperties) -> pwd.struct_passwd | None:
         raise DomainError(
             f"domain {props.name} runs as {props.run_user} (domain.run.user): start it as root or as that user"
         )
+    import kagemusha
+
+    for needed in (Path(sys.executable), Path(kagemusha.__file__).parent):
+        blocked = _unreachable_for(pw, needed)
+        if blocked is not None:
+            raise DomainError(
+                f"domain {props.name} runs as {props.run_user} (domain.run.user) but that user cannot reach"
+                f" {needed} ({blocked} is not searchable by it): install kagemusha where the service user can read it"
+            )
     return pw
+
+
+def _unreachable_for(pw: pwd.struct_passwd, path: Path) -> Path | None:
+    """The first directory on the way to ``path`` that user ``pw`` cannot traverse, if any."""
+    import stat as stat_
+
+    target = Path(os.path.realpath(path))
+    for d in [*reversed(target.parents), target] if target.is_dir() else reversed(target.parents):
+        try:
+            st = d.stat()
+        except OSError:
+            return d
+        if st.st_uid == pw.pw_uid:
+            bit = stat_.S_IXUSR
+        elif st.st_gid == pw.pw_gid:
+            bit = stat_.S_IXGRP
+        else:
+            bit = stat_.S_IXOTH
+        if not st.st_mode & bit:
+            return d
+    return None
 
 
 def _chown_tree(path: Path, pw: pwd.struct_passwd) -> None:
@@ -168,7 +200,9 @@ def _check_admin_credentials(reg: NodeRegistry, user: str | None, password: str 
     admin = reg.admin_settings()
     if password is None or not admin.get("password_hash"):
         return
-    if (user or "admin") != admin.get("user", "admin") or not verify_password(admin["password_hash"], password):
+    if (user or "admin") != admin.get("user", "admin") or not verify_password(
+        admin["password_hash"], password
+    ):
         raise DomainError("the admin domain refused the credentials (--user/--password)")
 
 
@@ -223,7 +257,9 @@ def create_domain(
     _check_admin_credentials(reg, admin_user, admin_password)
     admin = reg.admin_settings()
     if admin_port is not None and admin.get("port") not in (None, admin_port):
-        raise DomainError(f"the admin domain of this node listens on port {admin['port']}, not {admin_port} (--port)")
+        raise DomainError(
+            f"the admin domain of this node listens on port {admin['port']}, not {admin_port} (--port)"
+        )
     port_for_check = admin_port if admin_port is not None else reg.admin_port()
     others = _other_domains_ports(reg, [root])
     others[0] = ("admin", {"--port (admin domain)": port_for_check})
@@ -233,7 +269,9 @@ def create_domain(
 
     password = props.admin_password or admin_password
     if not password:
-        raise DomainError(f"no admin password for {name}: set domain.admin.password in {path} or pass --password")
+        raise DomainError(
+            f"no admin password for {name}: set domain.admin.password in {path} or pass --password"
+        )
     warnings: list[str] = []
     if props.admin_password:
         warnings.append(
@@ -313,7 +351,9 @@ def _state(layout: DomainLayout) -> DomainState:
     return DomainState.NOT_RUNNING
 
 
-def domain_state(name: str, domaindir: str | Path | None = None, *, registry: NodeRegistry | None = None) -> DomainState:
+def domain_state(
+    name: str, domaindir: str | Path | None = None, *, registry: NodeRegistry | None = None
+) -> DomainState:
     """The state of domain ``name`` (``not running`` only when no process of it is left).
 
     Raises:
@@ -322,7 +362,9 @@ def domain_state(name: str, domaindir: str | Path | None = None, *, registry: No
     return _state(_registry(registry).locate(name, domaindir))
 
 
-def list_domains(domaindir: str | Path | None = None, *, registry: NodeRegistry | None = None) -> list[DomainInfo]:
+def list_domains(
+    domaindir: str | Path | None = None, *, registry: NodeRegistry | None = None
+) -> list[DomainInfo]:
     """Every domain of the node (the admin domain first), or of one domains root."""
     reg = _registry(registry)
     out: list[DomainInfo] = []
@@ -389,6 +431,8 @@ def _spawn(
     if pw is not None:
         env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
     console = _console(layout)
+    if pw is not None:
+        os.fchown(console, pw.pw_uid, pw.pw_gid)
     try:
         return subprocess.Popen(
             argv,
@@ -422,12 +466,18 @@ def _wait_started(
         if rc is not None:
             detail = record.detail or f"exited with code {rc}"
             raise DomainError(f"{what} failed to start: {detail}; {_last_log_line(layout, logs_before)}")
-        if record.pid == proc.pid and record.state == DomainState.RUNNING and (port is None or _port_answers(port)):
+        if (
+            record.pid == proc.pid
+            and record.state == DomainState.RUNNING
+            and (port is None or _port_answers(port))
+        ):
             return
         time.sleep(0.05)
     kill_all(layout.dir, read_record(layout.state_file))
     write_state(layout.state_file, "not running", detail="did not start in time; killed")
-    raise DomainError(f"{what} did not answer within {wait:g} s; its processes were killed ({_last_log_line(layout, logs_before)})")
+    raise DomainError(
+        f"{what} did not answer within {wait:g} s; its processes were killed ({_last_log_line(layout, logs_before)})"
+    )
 
 
 def _port_answers(port: int, *, timeout: float = 2.0) -> bool:
@@ -549,7 +599,9 @@ def _wait_running(layout: DomainLayout, wait: float) -> None:
         if st is DomainState.RUNNING:
             return
         if st is DomainState.NOT_RUNNING:
-            raise DomainError(f"domain {layout.name} failed to start: {read_record(layout.state_file).detail}")
+            raise DomainError(
+                f"domain {layout.name} failed to start: {read_record(layout.state_file).detail}"
+            )
         time.sleep(0.05)
     raise DomainError(f"domain {layout.name} did not become running within {wait:g} s")
 
@@ -647,7 +699,9 @@ def kill_domain_layout(layout: DomainLayout) -> list[int]:
     return killed
 
 
-def kill_domain(name: str, domaindir: str | Path | None = None, *, registry: NodeRegistry | None = None) -> list[int]:
+def kill_domain(
+    name: str, domaindir: str | Path | None = None, *, registry: NodeRegistry | None = None
+) -> list[int]:
     """Kill every process of domain ``name`` at once, no graceful stop (fencing).
 
     Returns:
@@ -793,7 +847,9 @@ def setup_domains_root(
         with reg.edit() as data:
             data["admin"]["port"] = admin_port
     found = reg.domains(rootp)
-    others = [o for o in _other_domains_ports(reg) if o[0] not in {lay.name for lay in found} or o[0] == "admin"]
+    others = [
+        o for o in _other_domains_ports(reg) if o[0] not in {lay.name for lay in found} or o[0] == "admin"
+    ]
     errors: list[tuple[str, str]] = []
     for layout in found:
         ports = dict(_stored_props(layout).ports)

@@ -50,6 +50,10 @@ def write_json_atomic(path: Path, data: Any, *, mode: int = 0o644) -> None:
             json.dump(data, fh, indent=2, sort_keys=True)
             fh.write("\n")
         os.chmod(tmp, mode)
+        if os.geteuid() == 0:
+            # NB: root writing into a service user's domain keeps the file the user's (otxown).
+            st = os.stat(path.parent)
+            os.chown(tmp, st.st_uid, st.st_gid)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -66,7 +66,9 @@ def read_record(state_file: Path) -> ProcessRecord:
     )
 
 
-def write_state(state_file: Path, state: str, *, pid: int | None = None, detail: str = "", **extra: Any) -> None:
+def write_state(
+    state_file: Path, state: str, *, pid: int | None = None, detail: str = "", **extra: Any
+) -> None:
     """Record the domain's state; with ``pid`` (the master) its creation time is recorded too."""
     data: dict[str, Any] = {"state": state, "since": time.time(), "detail": detail, **extra}
     if pid is not None:

@@ -96,7 +96,9 @@ def port_keys(raw: Mapping[str, str]) -> list[str]:
 
 def _read(path: Path) -> tuple[dict[str, str], str]:
     try:
-        with open(path, encoding="latin-1") as fh:  # Java properties are ISO-8859-1 (\\u escapes for the rest)
+        with open(
+            path, encoding="latin-1"
+        ) as fh:  # Java properties are ISO-8859-1 (\\u escapes for the rest)
             text = fh.read()
     except OSError as exc:
         raise ConfigError([(str(path), f"cannot read properties file: {exc.strerror or exc}")]) from exc
@@ -136,7 +138,9 @@ def _int(raw: Mapping[str, str], key: str, errors: list[tuple[str, str]], loc: s
         return None
 
 
-def parse_properties(raw: Mapping[str, str], *, source: str = "<properties>", name: str | None = None) -> DomainProperties:
+def parse_properties(
+    raw: Mapping[str, str], *, source: str = "<properties>", name: str | None = None
+) -> DomainProperties:
     """Validate already-parsed properties (see :func:`load_properties`)."""
     errors: list[tuple[str, str]] = []
     loc = source
@@ -155,7 +159,9 @@ def parse_properties(raw: Mapping[str, str], *, source: str = "<properties>", na
     seen: dict[int, str] = {}
     for key, port in ports.items():
         if port in seen:
-            errors.append((f"{loc}: {key}", f"port {port} is already used by {seen[port]} of the same domain"))
+            errors.append(
+                (f"{loc}: {key}", f"port {port} is already used by {seen[port]} of the same domain")
+            )
         else:
             seen[port] = key
 
@@ -163,7 +169,9 @@ def parse_properties(raw: Mapping[str, str], *, source: str = "<properties>", na
     if not dname:
         errors.append((f"{loc}: {KEY_NAME}", "missing (the domain's name is required)"))
     elif not _NAME_RE.match(dname):
-        errors.append((f"{loc}: {KEY_NAME}", f"invalid domain name {dname!r} (letters, digits, '_', '-', '.')"))
+        errors.append(
+            (f"{loc}: {KEY_NAME}", f"invalid domain name {dname!r} (letters, digits, '_', '-', '.')")
+        )
     elif dname == "admin":
         errors.append((f"{loc}: {KEY_NAME}", "'admin' is the node's admin domain; choose another name"))
     elif name is not None and dname != name:

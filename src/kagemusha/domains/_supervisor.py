@@ -127,7 +127,9 @@ class Supervisor:
             loop.add_signal_handler(sig, self.stop_requested.set)
         self.set_state("starting")
         admin = self.reg.admin_settings()
-        auth = basic_auth_dependency(str(admin.get("user", "admin")), lambda: self.reg.admin_settings().get("password_hash"))
+        auth = basic_auth_dependency(
+            str(admin.get("user", "admin")), lambda: self.reg.admin_settings().get("password_hash")
+        )
         app = FastAPI(title="kagemusha admin domain", docs_url=None, redoc_url=None)
 
         @app.get("/health", dependencies=[Depends(auth)])
