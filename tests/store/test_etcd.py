@@ -198,6 +198,40 @@ def test_watch_resumes_after_etcd_restart() -> None:
         asyncio.run(run())
 
 
+def test_idle_watch_reconnects_quietly_and_misses_nothing(etcd: EtcdCluster) -> None:
+    # etcd sends nothing on a quiet prefix; the store drops and resumes such a connection
+    # after watch_idle_timeout (that is also how a half-open one is noticed).
+    p = _prefix()
+
+    async def run() -> None:
+        async with EtcdStore([etcd.members[0].endpoint], watch_idle_timeout=0.2) as w, open_store(etcd.endpoints) as s:
+            _, rev = await s.get_prefix(p)
+            events: list[WatchEvent] = []
+            task = asyncio.create_task(_collect(w.watch(p, start_revision=rev + 1), events))
+            try:
+                await s.put(p + "a", "1")
+                await asyncio.sleep(1.0)  # several idle reconnects
+                await s.put(p + "a", "2")
+                await _wait_for(lambda: len(events) == 2, 5, "events across idle reconnects")
+                await asyncio.sleep(0.3)
+            finally:
+                task.cancel()
+            assert [e.value for e in events] == ["1", "2"]
+
+    asyncio.run(run())
+
+
+def test_watch_gives_up_after_watch_resume_timeout(dead_endpoint: str) -> None:
+    async def run() -> None:
+        async with EtcdStore([dead_endpoint], timeout=0.2, watch_resume_timeout=0.5) as s:
+            t0 = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="could not be resumed"):
+                await asyncio.wait_for(s.watch("/kgtest/", start_revision=1).__anext__(), 5)
+            assert 0.5 <= time.monotonic() - t0 < 0.5 + 1.0
+
+    asyncio.run(run())
+
+
 def test_watch_from_a_compacted_revision_is_store_unavailable(etcd: EtcdCluster) -> None:
     p = _prefix()
 

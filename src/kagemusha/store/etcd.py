@@ -488,6 +488,12 @@ class EtcdStore(Store):
         return _int(responses[0].get("response_delete_range") or {}, "deleted") > 0
 
     async def grant_lease(self, ttl: float) -> Lease:
+        """Grant a lease of ``ceil(ttl)`` seconds, or etcd's minimum if that is longer.
+
+        NB: etcd's minimum TTL is 1.5 election timeouts rounded up: 2 s with its
+        defaults (heartbeat 100 ms, election 1 s), 1 s with the test fixture's
+        (50 ms, 500 ms). The returned ``Lease.ttl`` is what etcd granted.
+        """
         if not ttl > 0:
             raise ValueError("lease ttl must be > 0")
         try:
