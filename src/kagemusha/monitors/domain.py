@@ -1,0 +1,130 @@
+"""``domain`` monitor: the seed's WebOTX monitor resource, with the domain's admin user/password.
+
+Usage in ``cluster.toml``::
+
+    [[groups.monitors]]
+    name = "otxw1"
+    type = "domain"
+    domain = "domain1"
+    domaindir = "/data1/domains"             # default: where the node's registry says
+    user = "admin"                           # default
+    password_file = "/etc/kagemusha/domain1.pw"   # preferred (mode 0600); or password = "..."
+    request_timeout = 3.0                    # per HTTP request; the monitor's timeout bounds the check
+
+Each check asks the domain's admin API (``GET /status`` with HTTP basic auth,
+on ``domain.admin.port``) whether the domain runs and accepts the credentials,
+and the application's own port (``domain.http.port``) whether it answers
+(:func:`kagemusha.domains.check_domain_health`). Both must serve.
+
+The password never appears in logs, results or ``repr`` (a ``SecretStr``); a
+``password_file`` is read at each check, so rotating it needs no restart. A
+plain ``password`` key is accepted because the seed's WebOTX monitor takes
+one, but it then sits in ``cluster.toml``: prefer the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from kagemusha.domains import NodeRegistry, check_domain_health
+from kagemusha.errors import DomainError
+from kagemusha.monitors._base import CheckResult, Monitor
+from kagemusha.resources._base import DriverParams
+
+__all__ = ["DomainMonitor", "DomainMonitorParams"]
+
+
+class DomainMonitorParams(DriverParams):
+    """Parameters of a ``domain`` monitor."""
+
+    domain: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    domaindir: str | None = None
+    user: str = Field(default="admin", min_length=1)
+    password: SecretStr | None = None
+    password_file: str | None = None
+    request_timeout: float = Field(default=3.0, gt=0)
+    registry: str | None = None
+
+    @field_validator("domaindir", "registry")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return os.path.normpath(v) if v is not None else None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> DomainMonitorParams:
+        if (self.password is None) == (self.password_file is None):
+            raise ValueError("give exactly one of password_file (preferred) or password")
+        if self.password is not None and not self.password.get_secret_value():
+            raise ValueError("password must not be empty")
+        return self
+
+
+def _resolve(path: str, base_dir: Path | None) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() or base_dir is None else base_dir / p
+
+
+class DomainMonitor(Monitor):
+    """Watches a domain: admin API with credentials, and the application's port."""
+
+    type_name: ClassVar[str] = "domain"
+    Params = DomainMonitorParams
+    params: DomainMonitorParams
+
+    @classmethod
+    def check_params(cls, params: DriverParams, *, base_dir: Path | None = None) -> list[tuple[str, str]]:
+        assert isinstance(params, DomainMonitorParams)
+        if params.password_file is None:
+            return []
+        p = _resolve(params.password_file, base_dir)
+        try:
+            text = p.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            return [("password_file", f"cannot read {p}: {exc.strerror or exc}")]
+        errors = []
+        if not text:
+            errors.append(("password_file", f"{p} is empty"))
+        if p.stat().st_mode & 0o077:
+            errors.append(("password_file", f"{p} may be read by group or others; chmod 600 {p}"))
+        return errors
+
+    def _password(self) -> str:
+        p = self.params
+        if p.password is not None:
+            return p.password.get_secret_value()
+        assert p.password_file is not None
+        # NB: relative paths resolve against the agent's working directory; config validation
+        # resolved them against cluster.toml, so give an absolute path in production.
+        return Path(p.password_file).read_text(encoding="utf-8").strip()
+
+    async def check(self) -> CheckResult:
+        p = self.params
+        try:
+            password = self._password()
+        except OSError as exc:
+            return CheckResult(False, f"cannot read password_file {p.password_file}: {exc.strerror or exc}")
+        registry = NodeRegistry(p.registry) if p.registry else NodeRegistry.from_env()
+        try:
+            health = await asyncio.to_thread(
+                check_domain_health,
+                p.domain,
+                p.domaindir,
+                user=p.user,
+                password=password,
+                timeout=p.request_timeout,
+                registry=registry,
+            )
+        except DomainError as exc:
+            return CheckResult(False, f"domain {p.domain}: {exc}")
+        if health.ok:
+            return CheckResult(True, f"domain {p.domain} {health.state.value}: admin API and application answer")
+        detail = health.detail or f"admin_ok={health.admin_ok} app_ok={health.app_ok}"
+        # NB: the detail comes from the library and never contains the password.
+        return CheckResult(False, f"domain {p.domain} {health.state.value}: {detail}")
