@@ -291,6 +291,21 @@ def test_a_member_that_never_answers_costs_at_most_the_timeout(etcd: EtcdCluster
     asyncio.run(run())
 
 
+def test_watch_does_not_wait_on_a_member_that_never_answers(etcd: EtcdCluster, hung_endpoint: str) -> None:
+    p = _prefix()
+
+    async def run() -> None:
+        url = f"etcd://{hung_endpoint},{etcd.members[0].endpoint}"
+        async with open_store(url, timeout=0.5) as w, open_store(etcd.endpoints) as s:
+            rev = await s.put(p + "a", "1")
+            t0 = time.monotonic()
+            ev = await asyncio.wait_for(w.watch(p, start_revision=rev).__anext__(), 5)
+            assert ev.value == "1"
+            assert time.monotonic() - t0 < 0.5 + 0.5, "the hung member costs one request timeout"
+
+    asyncio.run(run())
+
+
 def test_refused_endpoint_is_skipped(etcd: EtcdCluster, dead_endpoint: str) -> None:
     async def run() -> None:
         async with open_store(f"etcd://{dead_endpoint},{etcd.members[0].endpoint}", timeout=0.5) as s:

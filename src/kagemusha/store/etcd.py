@@ -35,6 +35,7 @@ retries on other endpoints included, is bounded by ``timeout`` as a whole.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import os
@@ -541,23 +542,41 @@ class EtcdStore(Store):
             create: dict[str, Any] = {"key": key, "range_end": end, "progress_notify": True}
             if next_rev is not None:
                 create["start_revision"] = str(next_rev)
+            established = False
             try:
-                if self._user and not self._token:
+                async with contextlib.AsyncExitStack() as stack:
+                    # Until etcd confirms the watch (headers and the "created" line come
+                    # together), a member gets the request timeout, not the idle one: a
+                    # member that accepts but never answers must not hold the watch.
                     with anyio.fail_after(self.timeout):
-                        await self._authenticate(endpoint)
-                async with self._client.stream(
-                    "POST",
-                    self._url(endpoint, "/v3/watch"),
-                    json={"create_request": create},
-                    headers=self._headers(),
-                    timeout=httpx.Timeout(self.timeout, read=self._watch_idle_timeout),
-                ) as resp:
-                    if resp.status_code != 200:
-                        err = _parse_error(endpoint, resp.status_code, (await resp.aread()).decode(errors="replace"))
-                        if err.is_bad_token:
-                            self._token = None
-                        raise err
-                    async for line in resp.aiter_lines():
+                        if self._user and not self._token:
+                            await self._authenticate(endpoint)
+                        resp = await stack.enter_async_context(
+                            self._client.stream(
+                                "POST",
+                                self._url(endpoint, "/v3/watch"),
+                                json={"create_request": create},
+                                headers=self._headers(),
+                                timeout=httpx.Timeout(self.timeout, read=self._watch_idle_timeout),
+                            )
+                        )
+                        if resp.status_code != 200:
+                            body = (await resp.aread()).decode(errors="replace")
+                            err = _parse_error(endpoint, resp.status_code, body)
+                            if err.is_bad_token:
+                                self._token = None
+                            raise err
+                        lines = resp.aiter_lines()
+                        first = await anext(lines, None)
+                    pending: str | None = first
+                    while True:
+                        if pending is not None:
+                            line, pending = pending, None
+                        else:
+                            nxt = await anext(lines, None)
+                            if nxt is None:
+                                break
+                            line = nxt
                         if not line.strip():
                             continue
                         doc = _json_object(line)
@@ -569,7 +588,7 @@ class EtcdStore(Store):
                         result = doc.get("result") or {}
                         if result.get("created"):
                             # Established: the outage, if any, is over.
-                            failing_since, backoff = None, _WATCH_BACKOFF_MIN
+                            established, failing_since, backoff = True, None, _WATCH_BACKOFF_MIN
                             if next_rev is None:
                                 next_rev = self._revision(result) + 1
                             continue
@@ -604,7 +623,7 @@ class EtcdStore(Store):
                 raise
             except (*_TRANSPORT_ERRORS, _EtcdError) as exc:
                 last_error = f"{endpoint}: {_describe(exc)}"
-                if isinstance(exc, httpx.ReadTimeout) and failing_since is None:
+                if isinstance(exc, httpx.ReadTimeout) and established:
                     # Idle for watch_idle_timeout: resume at once, this is not an outage.
                     continue
             if self._closed:
