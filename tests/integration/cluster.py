@@ -60,6 +60,8 @@ class LocalCluster:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     crashes: list[tuple[str, float]] = field(default_factory=list)
     config: Config | None = None
+    #: when set, written to ``api.token`` (mode 0600) and named by ``cluster.api_token_file``
+    api_token: str | None = None
 
     def __post_init__(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -75,6 +77,12 @@ class LocalCluster:
             self.base_port = 20000 + (os.getpid() * 7 + int(time.time() * 1000)) % 20000
         if not self.groups:
             self.groups = [self.group("webotx1", list(self.nodes))]
+        if self.api_token is not None:
+            token_file = self.dir / "api.token"
+            token_file.touch(mode=0o600)
+            token_file.chmod(0o600)
+            token_file.write_text(self.api_token + "\n")
+            self.cluster.setdefault("api_token_file", str(token_file))
         self.write_config()
 
     def group(self, name: str, nodes: list[str], **extra: Any) -> dict[str, Any]:
@@ -101,6 +109,12 @@ class LocalCluster:
     @property
     def config_path(self) -> Path:
         return self.dir / "cluster.toml"
+
+    def api_url(self, node: str) -> str:
+        """The base URL of ``node``'s API (http; https when the config names a TLS certificate)."""
+        assert self.config is not None
+        scheme = "https" if self.config.cluster.tls_cert_file else "http"
+        return f"{scheme}://{self.config.node(node).address}"
 
     # -- processes -----------------------------------------------------------------
 

@@ -112,10 +112,30 @@ def _semantic_errors(cfg: Config, base_dir: Path | None) -> list[tuple[str, str]
             p = Path(val) if Path(val).is_absolute() or base_dir is None else base_dir / val
             if not p.is_file():
                 errors.append((f"cluster.{key}", f"file {p} does not exist"))
+            elif key == "api_token_file":
+                errors.extend(("cluster.api_token_file", m) for m in _token_file_problems(p))
     if (c.tls_cert_file is None) != (c.tls_key_file is None):
         errors.append(("cluster.tls_key_file", "tls_cert_file and tls_key_file go together"))
     errors.extend(timing_errors(cfg))
     return errors
+
+
+def _token_file_problems(p: Path) -> list[str]:
+    """The API token file must be private to its owner (mode 0600 or stricter) and hold a token."""
+    problems: list[str] = []
+    mode = 0
+    try:
+        mode = p.stat().st_mode & 0o777
+        text = p.read_text(encoding="utf-8").strip()
+    except PermissionError:
+        text = "?"  # NB: a user who may not read it (e.g. a script as the service user) still gets a valid config
+    except (OSError, UnicodeDecodeError) as exc:
+        return [f"cannot read token file {p}: {getattr(exc, 'strerror', None) or exc}"]
+    if mode & 0o077:
+        problems.append(f"token file {p} has mode {mode:04o}: group or others may read it; chmod 600 {p}")
+    if not text:
+        problems.append(f"token file {p} is empty")
+    return problems
 
 
 def parse_config(data: dict[str, Any], *, source: str = "", base_dir: Path | None = None) -> Config:

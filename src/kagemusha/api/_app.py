@@ -1,0 +1,405 @@
+"""The FastAPI application of one agent: cluster view, events, actions, live stream, metrics, web UI.
+
+Reads for ``/cluster`` and ``/events`` and every action go through the store
+(``ClusterControl`` on a store client of the API's own, so API traffic never
+queues in front of the agent's lease renewals); the live stream and
+``/metrics`` read the agent's latest snapshot, which it refreshes every cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.security import HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from kagemusha.api._auth import TokenSource, actor_of, resolve_path
+from kagemusha.api._metrics import make_registry
+from kagemusha.control import ActionFailed, ClusterControl, UsageError, derive_status
+from kagemusha.errors import KagemushaError, StoreUnavailable
+from kagemusha.store import Store, open_store
+
+if TYPE_CHECKING:
+    from kagemusha.agent import Agent
+
+__all__ = ["create_app", "ApiState"]
+
+log = logging.getLogger("kagemusha.api")
+STATIC = Path(__file__).parent / "static"
+#: Seconds between two looks at the agent's snapshot in the live stream.
+LIVE_TICK = 0.25
+#: A comment line this often keeps proxies from closing an idle stream.
+LIVE_KEEPALIVE = 15.0
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+}
+
+
+# -- request bodies -------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    wait: float = Field(0.0, ge=0, le=3600, description="seconds to wait until done; 0 answers 202 at once")
+
+
+class StartBody(_Body):
+    """``POST /groups/{group}/start``."""
+
+    node: str | None = Field(None, min_length=1, description="start it on this node (default: its best node)")
+
+
+class StopBody(_Body):
+    """``POST /groups/{group}/stop``."""
+
+
+class MoveBody(_Body):
+    """``POST /groups/{group}/move``."""
+
+    to: str = Field(min_length=1, description="the node to move the group to")
+
+
+class StandbyBody(_Body):
+    """``POST /nodes/{node}/standby`` and ``/unstandby``."""
+
+
+class _ApiControl(ClusterControl):
+    """``ClusterControl`` whose ``wait=0`` means "record the request and answer now"."""
+
+    async def wait_group(self, group: str, ok: Any, wait: float, want: str) -> dict[str, Any]:
+        if wait <= 0:
+            st = await self.status()
+            return dict(next(g for g in st["groups"] if g["name"] == group))
+        return await super().wait_group(group, ok, wait, want)
+
+
+class ApiState:
+    """What the routes share: the agent, the token, and the API's own store client.
+
+    Args:
+        agent: the agent whose node serves this API.
+        store: a store client for the API (default: a new one from the config, closed by ``close``).
+    """
+
+    def __init__(self, agent: Agent, *, store: Store | None = None) -> None:
+        self.agent = agent
+        self.config = agent.config
+        c = self.config.cluster
+        self.tokens = TokenSource(resolve_path(self.config, c.api_token_file) if c.api_token_file else None)
+        self._own_store = store is None
+        self.store = store or open_store(c.store, timeout=max(c.store_timeout, 2.0))
+        self.closing = asyncio.Event()
+        self.registry = make_registry(agent)
+
+    def control(self, request: Request) -> _ApiControl:
+        return _ApiControl(self.config, self.store, by=actor_of(request))
+
+    async def close(self) -> None:
+        self.closing.set()
+        if self._own_store:
+            await self.store.close()
+
+
+def _state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.kagemusha
+    return state
+
+
+_bearer = HTTPBearer(auto_error=False, description="the token in cluster.api_token_file")
+
+
+def _auth(request: Request, _: Any = Depends(_bearer)) -> None:
+    _state(request).tokens.check(request)
+
+
+def _group(state: ApiState, name: str) -> None:
+    if name not in {g.name for g in state.config.groups}:
+        raise HTTPException(404, f'no group "{name}" (groups: {", ".join(g.name for g in state.config.groups) or "none"})')
+
+
+def _node(state: ApiState, name: str) -> None:
+    if name not in state.config.node_names:
+        raise HTTPException(404, f'no node "{name}" (nodes: {", ".join(state.config.node_names)})')
+
+
+def _field_error(field: str, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"detail": f"{field}: {message}", "errors": [{"field": field, "message": message}]}, status_code=422
+    )
+
+
+def _body_node(state: ApiState, group: str, field: str, node: str) -> JSONResponse | None:
+    """422 naming ``field`` when ``node`` is not a node of ``group``."""
+    spec = state.config.group(group)
+    if node not in state.config.node_names:
+        return _field_error(field, f'no node "{node}" (nodes: {", ".join(state.config.node_names)})')
+    if node not in spec.nodes:
+        return _field_error(field, f'node "{node}" is not one of group {group}\'s nodes ({", ".join(spec.nodes)})')
+    return None
+
+
+def _audit_log(request: Request, action: str, **fields: Any) -> None:
+    log.info("api action", extra={"kv": {"action": action, "by": actor_of(request), **fields}})
+
+
+def _answer(data: Any, wait: float) -> JSONResponse:
+    return JSONResponse(data, status_code=200 if wait > 0 else 202)
+
+
+def _live_payload(state: ApiState) -> dict[str, Any]:
+    a = state.agent
+    st = derive_status(state.config, a.snapshot, time.time())
+    return {
+        "status": st,
+        "served_by": a.node,
+        "member": a.is_member(),
+        "group_nodes": {g.name: list(g.nodes) for g in state.config.groups},
+    }
+
+
+async def _live(state: ApiState, request: Request) -> AsyncIterator[str]:
+    """Server-sent events: ``status`` when the cluster view changes, ``events`` when the log grows.
+
+    NB: browsers' ``EventSource`` cannot send an ``Authorization`` header, so the web UI reads this
+    stream with ``fetch`` (a ``ReadableStream``) instead, and the token never goes into a URL.
+    """
+    a = state.agent
+    hb = state.config.cluster.heartbeat_timeout
+    last_status = last_events = ""
+    last_snap: object = None
+    snap_seen = time.monotonic()
+    quiet_since = time.monotonic()
+    yield "retry: 1000\n\n"
+    while not state.closing.is_set():
+        if await request.is_disconnected():
+            return
+        now = time.monotonic()
+        if a.snapshot is not last_snap:
+            last_snap, snap_seen = a.snapshot, now
+        payload = _live_payload(state)
+        payload["stale"] = now - snap_seen > 3 * hb + 1.0  # the agent has not read the store for a while
+        text = json.dumps(payload, sort_keys=True)
+        if text != last_status:
+            last_status = text
+            yield f"event: status\ndata: {text}\n\n"
+            quiet_since = now
+        events = a.snapshot.events[-100:]
+        etext = json.dumps(events, default=str)
+        if etext != last_events:
+            last_events = etext
+            yield f"event: events\ndata: {etext}\n\n"
+            quiet_since = now
+        if now - quiet_since > LIVE_KEEPALIVE:
+            yield ": keepalive\n\n"
+            quiet_since = now
+        try:
+            await asyncio.wait_for(state.closing.wait(), LIVE_TICK)
+        except TimeoutError:
+            pass
+
+
+def create_app(agent: Agent, *, store: Store | None = None) -> FastAPI:
+    """The API and web UI of ``agent``.
+
+    Usage::
+
+        app = create_app(agent)          # serve(agent) does this and runs it on uvicorn
+        ...
+        await app.state.kagemusha.close()
+
+    Args:
+        agent: the node's agent (its config, snapshot, groups and statistics are read live).
+        store: a store client for reads and actions (default: the API opens its own).
+    """
+    app = FastAPI(
+        title="kagemusha",
+        summary=f"cluster {agent.config.cluster.name}, node {agent.node}",
+        description="Every endpoint but /health and /groups/{group}/primary needs `Authorization: Bearer <token>`.",
+        version="1",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    state = ApiState(agent, store=store)
+    app.state.kagemusha = state
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        for k, v in _SECURITY_HEADERS.items():
+            response.headers.setdefault(k, v)
+        response.headers["X-Kagemusha-Node"] = agent.node
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for e in exc.errors():
+            loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path")]
+            errors.append({"field": ".".join(loc) or "body", "message": str(e.get("msg", "invalid"))})
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+    @app.exception_handler(UsageError)
+    async def usage(request: Request, exc: UsageError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(ActionFailed)
+    async def failed(request: Request, exc: ActionFailed) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_down(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": f"cannot reach the cluster store: {exc}"}, status_code=503)
+
+    @app.exception_handler(KagemushaError)
+    async def other(request: Request, exc: KagemushaError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=500)
+
+    # -- open: health for load balancers, and the web UI's static shell ---------------
+
+    @app.get("/health", tags=["health"])
+    async def health() -> JSONResponse:
+        """200 while this agent is in the cluster (holds its lease), 503 otherwise."""
+        member = agent.is_member()
+        body = {"node": agent.node, "member": member}
+        if not member and agent.fenced_reason:
+            body["reason"] = agent.fenced_reason
+        return JSONResponse(body, status_code=200 if member else 503)
+
+    @app.get("/groups/{group}/primary", tags=["health"])
+    async def primary(group: str) -> JSONResponse:
+        """200 only on the node running ``group`` (503 elsewhere), like Patroni's ``/primary``."""
+        _group(state, group)
+        runs = agent.runs(group)
+        return JSONResponse({"node": agent.node, "group": group, "running": runs}, status_code=200 if runs else 503)
+
+    # Load balancers often probe with HEAD.
+    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
+    app.add_api_route("/groups/{group}/primary", primary, methods=["HEAD"], include_in_schema=False)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # -- authenticated -------------------------------------------------------------------
+
+    api = APIRouter(dependencies=[Depends(_auth)])
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @api.get("/cluster", tags=["cluster"])
+    async def cluster(request: Request) -> JSONResponse:
+        """Nodes, groups, resources and monitors (the JSON of ``kagemusha status --json``), read from the store."""
+        return JSONResponse(await state.control(request).status())
+
+    @api.get("/events", tags=["cluster"])
+    async def events(request: Request, limit: int = Query(100, ge=1, le=500)) -> JSONResponse:
+        """The most recent events, oldest first: starts, stops, failovers, operator actions (with who and why)."""
+        return JSONResponse({"events": await state.control(request).events(limit)})
+
+    @api.get("/live", tags=["cluster"], response_class=StreamingResponse)
+    async def live(request: Request) -> StreamingResponse:
+        """Server-sent events: ``status`` (the cluster view) and ``events`` (the log), sent when they change."""
+        return StreamingResponse(
+            _live(state, request), media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    @api.get("/metrics", tags=["metrics"], response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus text format: group state and owner, failovers, monitor failures, lease and store latency."""
+        return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @api.post("/groups/{group}/start", tags=["actions"])
+    async def start_group(request: Request, group: str, body: StartBody | None = None) -> JSONResponse:
+        """Start ``group`` (on ``node``, or its best node); clears its fail counts."""
+        body = body or StartBody.model_validate({})
+        _group(state, group)
+        if body.node is not None and (bad := _body_node(state, group, "node", body.node)):
+            return bad
+        _audit_log(request, "group start", group=group, node=body.node or "")
+        return _answer(await state.control(request).start_group(group, body.node, wait=body.wait), body.wait)
+
+    @api.post("/groups/{group}/stop", tags=["actions"])
+    async def stop_group(request: Request, group: str, body: StopBody | None = None) -> JSONResponse:
+        """Stop ``group``: it stays offline until started."""
+        body = body or StopBody.model_validate({})
+        _group(state, group)
+        _audit_log(request, "group stop", group=group)
+        return _answer(await state.control(request).stop_group(group, wait=body.wait), body.wait)
+
+    @api.post("/groups/{group}/move", tags=["actions"])
+    async def move_group(request: Request, group: str, body: MoveBody) -> JSONResponse:
+        """Move ``group`` to node ``to`` (a planned switchover: stop here, start there with CLP_EVENT=START)."""
+        _group(state, group)
+        if bad := _body_node(state, group, "to", body.to):
+            return bad
+        _audit_log(request, "group move", group=group, to=body.to)
+        return _answer(await state.control(request).move_group(group, body.to, wait=body.wait), body.wait)
+
+    async def _monitor(request: Request, group: str, monitor: str, on: bool) -> JSONResponse:
+        _group(state, group)
+        if monitor not in {m.name for m in state.config.group(group).monitors}:
+            raise HTTPException(404, f'group {group} has no monitor "{monitor}"')
+        _audit_log(request, "monitor suspend" if on else "monitor resume", group=group, monitor=monitor)
+        ctl = state.control(request)
+        await ctl.suspend_monitor(group, monitor, on)
+        st = await ctl.status()
+        return JSONResponse(next(g for g in st["groups"] if g["name"] == group))
+
+    @api.post("/groups/{group}/monitors/{monitor}/suspend", tags=["actions"])
+    async def suspend_monitor(request: Request, group: str, monitor: str) -> JSONResponse:
+        """Suspend a monitor (CLUSTERPRO's ``clpmonctrl -s``): its checks stop until resumed."""
+        return await _monitor(request, group, monitor, True)
+
+    @api.post("/groups/{group}/monitors/{monitor}/resume", tags=["actions"])
+    async def resume_monitor(request: Request, group: str, monitor: str) -> JSONResponse:
+        """Resume a suspended monitor (``clpmonctrl -r``)."""
+        return await _monitor(request, group, monitor, False)
+
+    async def _standby(request: Request, node: str, on: bool, body: StandbyBody | None) -> JSONResponse:
+        body = body or StandbyBody.model_validate({})
+        _node(state, node)
+        _audit_log(request, "node standby" if on else "node unstandby", node=node)
+        ctl = state.control(request)
+        try:
+            st = await ctl.set_standby(node, on, wait=body.wait)
+        except ActionFailed:
+            if body.wait > 0:
+                raise
+            st = await ctl.status()  # wait=0: the drain was requested; it is not done yet
+        return _answer(st, body.wait)
+
+    @api.post("/nodes/{node}/standby", tags=["actions"])
+    async def standby(request: Request, node: str, body: StandbyBody | None = None) -> JSONResponse:
+        """Drain ``node``: its groups move away and it takes no new ones until unstandby."""
+        return await _standby(request, node, True, body)
+
+    @api.post("/nodes/{node}/unstandby", tags=["actions"])
+    async def unstandby(request: Request, node: str, body: StandbyBody | None = None) -> JSONResponse:
+        """Let ``node`` take groups again (groups do not move back unless their failback is auto)."""
+        return await _standby(request, node, False, body)
+
+    app.include_router(api)
+    return app

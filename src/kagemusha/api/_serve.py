@@ -1,0 +1,136 @@
+"""Run the API on uvicorn inside the agent's event loop, and talk to systemd (sd_notify).
+
+NB: uvicorn installs its own SIGINT/SIGTERM handlers with ``signal.signal``,
+which would replace the agent's (a SIGTERM must make the agent leave the
+cluster gracefully, not just stop the web server), so ``_Server`` captures no
+signals. The server stops when the agent cancels its task. A failure to serve
+(port taken, bad certificate) is logged and retried: the API must never take
+the agent, and with it the node's groups, down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from kagemusha.api._app import create_app
+from kagemusha.api._auth import resolve_path
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from kagemusha.agent import Agent
+
+__all__ = ["serve", "sd_notify"]
+
+log = logging.getLogger("kagemusha.api")
+RETRY_SECONDS = 5.0
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to the agent."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:  # uvicorn >= 0.29
+        yield
+
+    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
+        return
+
+    def close_now(self) -> None:
+        """Stop listening and drop every connection (the agent is going away; nothing waits for clients)."""
+        self.should_exit = self.force_exit = True
+        for server in getattr(self, "servers", []):
+            server.close()
+        for conn in list(self.server_state.connections):
+            transport = getattr(conn, "transport", None)
+            if transport is not None:
+                transport.close()
+
+
+def sd_notify(message: str) -> bool:
+    """Send ``message`` (e.g. ``READY=1``, ``WATCHDOG=1``) to systemd; False when not run by systemd."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.setblocking(False)
+            s.sendto(message.encode(), addr)
+        return True
+    except OSError:
+        return False
+
+
+def _install_systemd_hooks(agent: Agent) -> None:
+    """``READY=1`` now; with ``WatchdogSec=`` set, ``WATCHDOG=1`` from the decision loop (a hung loop stops pinging)."""
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return
+    sd_notify(f"READY=1\nSTATUS=agent of node {agent.node} running\nMAINPID={os.getpid()}")
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    if not usec.isdigit() or os.environ.get("WATCHDOG_PID", str(os.getpid())) != str(os.getpid()):
+        return
+    every = int(usec) / 1e6 / 4
+    last = [0.0]
+
+    def ping() -> None:
+        now = time.monotonic()
+        if now - last[0] >= every:
+            last[0] = now
+            sd_notify("WATCHDOG=1")
+
+    agent.on_cycle.append(ping)
+
+
+def _uvicorn_config(agent: Agent, app: FastAPI) -> uvicorn.Config:
+    c = agent.config.cluster
+    host, _, port = agent.config.node(agent.node).address.rpartition(":")
+    host = host.strip("[]")
+    ssl: dict[str, str] = {}
+    if c.tls_cert_file and c.tls_key_file:
+        ssl = {"ssl_certfile": str(resolve_path(agent.config, c.tls_cert_file)),
+               "ssl_keyfile": str(resolve_path(agent.config, c.tls_key_file))}
+    return uvicorn.Config(
+        app, host=host, port=int(port), log_config=None, access_log=False, lifespan="off",
+        server_header=False, timeout_graceful_shutdown=1, **ssl,  # type: ignore[arg-type]
+    )
+
+
+async def serve(agent: Agent) -> None:
+    """Serve the API and web UI at the node's ``address`` until cancelled.
+
+    Runs in the agent's task group (``Agent.run``); never raises but ``CancelledError``.
+    """
+    _install_systemd_hooks(agent)
+    app = create_app(agent)
+    problem = ""
+    try:
+        while True:
+            server = _Server(_uvicorn_config(agent, app))
+            try:
+                await server.serve()
+                why = "server stopped"
+            except asyncio.CancelledError:
+                server.close_now()
+                raise
+            except SystemExit:  # uvicorn exits on a bind failure; it logged the OSError
+                why = "cannot listen (see the error above)"
+            except Exception as exc:  # bad certificate, ...: log, retry; never take the agent down
+                why = f"{type(exc).__name__}: {exc}"
+            if why != problem:
+                log.error("api not serving, retrying", extra={"kv": {"reason": why, "address": agent.config.node(agent.node).address,
+                                                                     "retry_seconds": RETRY_SECONDS}})
+                problem = why
+            await asyncio.sleep(RETRY_SECONDS)
+    finally:
+        await app.state.kagemusha.close()
