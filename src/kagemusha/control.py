@@ -242,3 +242,48 @@ class ClusterControl:
                 why = f" ({g['reason']})" if g.get("reason") else ""
                 raise ActionFailed(f"group {group} is not {want} after {wait:g}s: it is {g['state']}{where}{why}")
             await asyncio.sleep(0.1)
+
+
+async def read_stored_config(store: Store, cluster: str) -> Any:
+    """The applied config record, or ``None`` when none was applied."""
+    from kagemusha.config._stored import StoredConfig, config_key
+
+    kv = await store.get(config_key(cluster))
+    if kv is None:
+        return None
+    try:
+        return StoredConfig.from_value(kv.value, kv.mod_revision)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ActionFailed(f"the stored config record is unreadable: {exc}") from None
+
+
+async def apply_config(store: Store, path: str, *, by: str = "cli") -> tuple[Any, list[str]]:
+    """Validate ``path`` and store it as the next version. Returns (record, change summary).
+
+    Raises:
+        ConfigError: the file is invalid; nothing is stored.
+        ActionFailed: another apply won the race (retry).
+    """
+    from kagemusha.config._stored import StoredConfig, config_key, load_text, parse_stored, summarize_diff
+
+    cfg, text = load_text(path)
+    cur = await read_stored_config(store, cfg.cluster.name)
+    if cur is not None and cur.sha256 == StoredConfig.new(text, 0, by).sha256:
+        return cur, ["no change: already applied"]
+    old = None
+    if cur is not None:
+        try:
+            old = parse_stored(cur, local_path=path)
+        except Exception:
+            old = None
+    rec = StoredConfig.new(text, (cur.version if cur else 0) + 1, by)
+    ok = await store.cas(config_key(cfg.cluster.name), rec.to_value(), expected_revision=cur.revision if cur else 0)
+    if not ok:
+        raise ActionFailed("another apply changed the config at the same time; run apply again")
+    summary = summarize_diff(old, cfg)
+    await store.put(
+        root_of(cfg.cluster.name) + f"events/{time.time_ns():020d}-ctl",
+        json.dumps({"at": time.time(), "node": None, "group": None, "kind": "config_applied",
+                    "reason": f"config version {rec.version}: " + "; ".join(summary), "by": by}),
+    )
+    return rec, summary

@@ -40,7 +40,7 @@ from kagemusha.cluster import (
     decide,
 )
 from kagemusha.config import Config
-from kagemusha.errors import KagemushaError, LeaseExpired, StoreUnavailable
+from kagemusha.errors import ConfigError, KagemushaError, LeaseExpired, StoreUnavailable
 from kagemusha.resources import ClpEvent, ProbeState
 from kagemusha.store import Store, open_store
 
@@ -59,13 +59,19 @@ class Agent:
         store: an open store (default: opened from ``config.cluster.store``).
     """
 
-    def __init__(self, config: Config, node: str, *, store: Store | None = None, serve_api: bool = True) -> None:
+    def __init__(
+        self, config: Config, node: str, *, store: Store | None = None, serve_api: bool = True, apply_config: bool = False
+    ) -> None:
         config.node(node)  # KeyError for an unknown node: the CLI checks first
         self.config = config
         self.node = node
         self.root = root_of(config.cluster.name)
         self.store = store or open_store(config.cluster.store, timeout=config.cluster.store_timeout)
         self.serve_api = serve_api
+        self.apply_config = apply_config
+        self.config_sha = ""
+        self.config_version = 0
+        self._bad_config_sha = ""
         self.groups = {g.name: GroupRuntime.build(config, g, node) for g in config.groups if node in g.nodes}
         self.lease_id: int | None = None
         self.valid_until = 0.0  # monotonic
@@ -92,6 +98,7 @@ class Agent:
             except (NotImplementedError, RuntimeError):
                 pass
         Path(self.config.state_dir_of(self.node)).mkdir(parents=True, exist_ok=True)
+        await self._check_stored_config()
         log.info("agent starting", extra={"kv": {"cluster": self.config.cluster.name, "groups": ",".join(self.groups)}})
         await self._initial_probe()
         try:
@@ -140,6 +147,121 @@ class Agent:
             rt is not None and rt.local == LocalState.RUNNING and self.is_member()
             and owner is not None and owner.node == self.node
         )
+
+    # -- configuration in the store ------------------------------------------------
+
+    async def _check_stored_config(self) -> None:
+        """Refuse to run a config that differs from the applied one, unless told to apply it.
+
+        Raises:
+            ConfigError: the file differs from the stored version and ``apply_config`` is off.
+            StoreUnavailable: the store cannot be asked.
+        """
+        from kagemusha.config._stored import sha256_text
+        from kagemusha.control import apply_config, read_stored_config
+
+        if not self.config.source:
+            return
+        text = Path(self.config.source).read_text(encoding="utf-8")
+        mine = sha256_text(text)
+        from kagemusha.control import ActionFailed
+
+        rec = await read_stored_config(self.store, self.config.cluster.name)
+        if rec is None or (rec.sha256 != mine and self.apply_config):
+            try:
+                rec, summary = await apply_config(self.store, self.config.source, by=f"agent {self.node}")
+                log.info("config applied", extra={"kv": {"version": rec.version, "changes": "; ".join(summary)}})
+            except ActionFailed:  # another agent applied at the same moment: compare with what it stored
+                rec = await read_stored_config(self.store, self.config.cluster.name)
+        if rec is None:
+            raise StoreUnavailable("the stored config vanished while starting")
+        if rec.sha256 != mine:
+            raise ConfigError([(
+                self.config.source,
+                f"differs from the config applied to cluster {self.config.cluster.name} (version {rec.version}, "
+                f"by {rec.by}): run `kagemusha config diff {self.config.source}`, then `kagemusha config apply` "
+                "it, or start the agent with --apply",
+            )])
+        self.config_sha, self.config_version = rec.sha256, rec.version
+
+    async def _maybe_reconfigure(self, record: dict[str, Any] | None) -> None:
+        """Apply a newly stored config version: the difference, without restarting the agent."""
+        from kagemusha.config._stored import StoredConfig, parse_stored, summarize_diff
+
+        if not record or record.get("sha256") in (self.config_sha, self._bad_config_sha) or not self.config.source:
+            return
+        try:
+            rec = StoredConfig.from_value(json.dumps(record))
+            new = parse_stored(rec, local_path=self.config.source)
+        except (ConfigError, ValueError, KeyError, TypeError) as exc:
+            self._bad_config_sha = str(record.get("sha256"))
+            log.error("stored config refused on this node; keeping the running one",
+                      extra={"kv": {"version": record.get("version"), "error": str(exc)}})
+            return
+        old = self.config
+        if new.cluster.name != old.cluster.name or self.node not in new.node_names:
+            self._bad_config_sha = rec.sha256
+            log.error("stored config does not name this cluster/node; keeping the running one",
+                      extra={"kv": {"version": rec.version}})
+            return
+        changes = summarize_diff(old, new)
+        log.info("config changed", extra={"kv": {"version": rec.version, "changes": "; ".join(changes)}})
+        self.config = new
+        self.config_sha, self.config_version = rec.sha256, rec.version
+        wanted = {g.name: g for g in new.groups if self.node in g.nodes}
+        for name, rt in list(self.groups.items()):
+            if name not in wanted:
+                rt.retiring = True
+                if rt.local == LocalState.STOPPED and rt.worker is None:
+                    del self.groups[name]
+                else:
+                    await self._cancel_monitors(rt)
+                    self._spawn(rt, self._stop(rt, Action(ActionKind.STOP, name, reason="group removed from config")))
+        for name, spec in wanted.items():
+            fresh = GroupRuntime.build(new, spec, self.node)
+            rt = self.groups.get(name)
+            if rt is None:
+                self.groups[name] = fresh
+            elif rt.spec.resources != spec.resources:
+                if rt.local == LocalState.STOPPED and rt.worker is None:
+                    self.groups[name] = fresh
+                else:
+                    self._spawn(rt, self._replace(rt, fresh))
+            else:
+                rt.spec = spec
+                # Monitors are rebuilt from the new spec (interval, timeout, ...); counts of kept ones stay.
+                old_mons = {m.spec.name: m for m in rt.monitors}
+                rt.monitors = fresh.monitors
+                for m in rt.monitors:
+                    o = old_mons.get(m.spec.name)
+                    if o is not None:
+                        m.total_failures, m.last_ok, m.last_detail, m.last_at = o.total_failures, o.last_ok, o.last_detail, o.last_at
+                if rt.local == LocalState.RUNNING and rt.worker is None:
+                    await self._cancel_monitors(rt)
+                    self._start_monitors(rt)
+
+    async def _replace(self, rt: GroupRuntime, fresh: GroupRuntime) -> None:
+        """Resources of a running group changed: stop it with the old definition; the new one starts."""
+        await self._cancel_monitors(rt)
+        rt.local = LocalState.STOPPING
+        try:
+            await rt.stop_resources()
+        except StopFailed as exc:
+            rt.local, rt.reason = LocalState.STOP_FAILED, str(exc)
+            return
+        rt.local = LocalState.STOPPED
+        fresh.env = rt.env
+        self.groups[rt.name] = fresh
+
+    async def _cancel_monitors(self, rt: GroupRuntime) -> None:
+        tasks, rt.monitor_tasks = rt.monitor_tasks, []
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
 
     # -- lease ----------------------------------------------------------------
 
@@ -273,6 +395,7 @@ class Agent:
             return
         self.statistics["store_request_seconds"] = time.monotonic() - t0
         self.snapshot = parse_snapshot(kvs, rev, self.root)
+        await self._maybe_reconfigure(self.snapshot.config)
         view = self.build_view(self.snapshot)
         plan = decide(view, self.config, time.time())
         self._log_plan(plan)
@@ -391,6 +514,11 @@ class Agent:
         finally:
             rt.worker = None
             rt.epoch += 1
+            if rt.retiring and rt.local == LocalState.STOPPED and self.groups.get(rt.name) is rt:
+                del self.groups[rt.name]
+                log.info("group removed", extra={"kv": {"group": rt.name}})
+                self._kick.set()
+                return
             await self._write_status(rt)
             self._kick.set()
 

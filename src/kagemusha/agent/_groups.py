@@ -71,6 +71,8 @@ class GroupRuntime:
     #: counters for metrics: starts, failovers (starts with CLP_EVENT=FAILOVER), last durations (s)
     stats: dict[str, float] = field(default_factory=lambda: {
         "starts": 0, "failovers": 0, "restarts": 0, "last_start_seconds": 0.0, "last_failover_seconds": 0.0})
+    #: removed from the config: stopped, then dropped
+    retiring: bool = False
     #: bumped when a worker finishes: a plan made from a snapshot read before that is stale for this group.
     epoch: int = 0
     monitor_tasks: list[asyncio.Task[None]] = field(default_factory=list)

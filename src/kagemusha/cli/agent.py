@@ -7,12 +7,14 @@ import os
 
 import typer
 
-from kagemusha.cli._common import ConfigOpt, fail, get_config
+from kagemusha.cli._common import ConfigOpt, fail, get_config, print_config_errors
+from kagemusha.errors import ConfigError, StoreUnavailable
 
 
 def agent(
     config: str = ConfigOpt,
     node: str = typer.Option(None, "--node", "-n", help="this node's name (default: $KAGEMUSHA_NODE)"),
+    apply: bool = typer.Option(False, "--apply", help="store this file as the cluster's config if it differs"),
 ) -> None:
     """Run the node's agent in the foreground; SIGTERM leaves the cluster gracefully."""
     from kagemusha._log import setup_logging, stop_logging
@@ -24,7 +26,14 @@ def agent(
         fail(f'--node: "{node}" is not a node of {cfg.source} (nodes: {", ".join(cfg.node_names)})', 2)
     setup_logging(node=node)
     try:
-        code = asyncio.run(Agent(cfg, node).run())
+        code = asyncio.run(Agent(cfg, node, apply_config=apply).run())
+    except ConfigError as exc:
+        stop_logging()
+        print_config_errors(exc)
+        raise typer.Exit(2) from None
+    except StoreUnavailable as exc:
+        stop_logging()
+        fail(f"cannot reach the cluster store at start-up: {exc}")
     finally:
         stop_logging()
     raise typer.Exit(code)
