@@ -327,6 +327,7 @@ def test_three_members_one_stopped_keeps_store_and_watch_working() -> None:
                 try:
                     await s.put(p + "a", "1")
                     await _wait_for(lambda: len(events) == 1, 5, "first event")
+                    assert cluster.leader() in (0, 1, 2)
                     # Member 0 is where the client (and its watch) are connected.
                     await asyncio.to_thread(cluster.stop_member, 0)
                     failures = 0
@@ -544,9 +545,11 @@ def test_members_in_node_namespaces_and_a_partitioned_member(tmp_path: Path) -> 
             assert cluster.endpoints == "etcd://" + ",".join(f"{ip}:2379" for ip in hosts)
             before = probe(h, "client", cluster.endpoints)
             assert before["put"] == "ok", before
+            assert cluster.leader() in (0, 1, 2)
             h.link_down("n1")
             try:
                 time.sleep(1.0)  # n1's member notices it lost the leader (election timeout 0.5 s)
+                assert cluster.leader() in (1, 2), "the majority side leads; n1 sees no leader"
                 majority = probe(h, "client", cluster.url(0, 1, 2), start="1")
                 assert majority["get"] == "ok" and majority["put"] == "ok", majority
                 assert majority["get_s"] < 1.2 and majority["put_s"] < 1.2, majority

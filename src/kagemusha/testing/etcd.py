@@ -7,10 +7,12 @@ Usage::
         etcd.stop_member(0)                           # SIGTERM, data dir kept
         etcd.start_member(0)                          # same ports and data, waits until healthy
 
-    # Partition tests: each member inside a node's network namespace.
-    with EtcdCluster(3, hosts=["10.0.0.1", "10.0.0.2", "10.0.0.3"], nodes=["n1", "n2", "n3"],
-                     popen=harness.popen) as etcd:
-        ...
+    # Partition tests: each member inside a node's network namespace (kagemusha.testing.netns).
+    with Harness(["n1", "n2", "n3"]) as h, EtcdCluster(
+        3, hosts=[str(h.address(n).ip) for n in ("n1", "n2", "n3")], nodes=["n1", "n2", "n3"], popen=h.popen
+    ) as etcd:                                        # members on 198.18.0.11-13:2379
+        h.python("n2", code, etcd.endpoints)          # clients run inside nodes too
+        h.link_down("n1"); ...; h.link_up("n1"); etcd.wait_healthy(0)
 
 Members use short raft timings (heartbeat 50 ms, election 500 ms) so leader
 elections and lease expiry take under a second; that also makes etcd's minimum
@@ -21,6 +23,7 @@ by pid. NB: Debian's etcd 3.4 on amd64 (and arm64) runs without
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -292,19 +295,55 @@ class EtcdCluster:
         self._wait_healthy(self.members[i], time.monotonic() + (timeout or self.start_timeout))
 
     def etcdctl(self, *args: str, member: int = 0, env: Mapping[str, str] | None = None) -> str:
-        """Run ``etcdctl`` against member ``member`` from this process; return its stdout.
+        """Run ``etcdctl`` against member ``member`` and return its stdout.
+
+        With ``popen`` it runs inside that member's node (so it needs no route
+        from the test process), else here.
 
         Raises:
-            RuntimeError: etcdctl failed (its stderr is in the message).
+            RuntimeError: etcdctl failed or took over 30 s (its stderr is in the message).
         """
         m = self.members[member]
         argv = [ETCDCTL_BIN, f"--endpoints={m.client_url}", "--command-timeout=5s", *self._ctl_tls(), *args]
-        proc = subprocess.run(
-            argv, env={**self._env(), **(env or {})}, capture_output=True, text=True, timeout=30, check=False
-        )
+        full_env = {**self._env(), **(env or {})}
+        if self.popen is not None:
+            proc = self.popen(m.node, argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        else:
+            proc = subprocess.Popen(argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise RuntimeError(f"etcdctl {' '.join(args)} timed out") from None
+        text_out = out.decode(errors="replace") if isinstance(out, bytes) else str(out)
         if proc.returncode != 0:
-            raise RuntimeError(f"etcdctl {' '.join(args)} failed: {proc.stderr.strip()}")
-        return proc.stdout
+            text_err = err.decode(errors="replace") if isinstance(err, bytes) else str(err)
+            raise RuntimeError(f"etcdctl {' '.join(args)} failed: {text_err.strip()}")
+        return text_out
+
+    def leader(self) -> int | None:
+        """Index of the member that is raft leader now, as the running members see it; None if none.
+
+        Partition tests use it to know whether a cut also costs the majority an election.
+        """
+        ids: dict[int, int] = {}
+        leaders: set[int] = set()
+        for m in self.members:
+            if not m.is_running():
+                continue
+            try:
+                status = json.loads(self.etcdctl("endpoint", "status", "-w", "json", member=m.index))
+            except (RuntimeError, ValueError):
+                continue
+            for entry in status:
+                st = entry.get("Status") or {}
+                ids[int(st.get("header", {}).get("member_id", 0))] = m.index
+                if st.get("leader"):
+                    leaders.add(int(st["leader"]))
+        if len(leaders) != 1:
+            return None
+        return ids.get(leaders.pop())
 
     # -- plumbing -------------------------------------------------------------
 
