@@ -1,13 +1,19 @@
-"""``kagemusha status``: the cluster at a glance (CLUSTERPRO's clpstat)."""
+"""``kagemusha status``: the cluster at a glance (CLUSTERPRO's clpstat).
+
+Through any agent's API when the cluster has an API token; when no agent answers,
+it reads the store directly (and says so), so the status of a cluster whose agents
+are all down can still be shown.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from kagemusha.cli._common import ConfigOpt, JsonOpt, get_config, out, print_json, run
+from kagemusha.cli._common import ConfigOpt, JsonOpt, err, fail, get_config, out, print_json, run
 
 _STYLE = {"up": "green", "down": "red", "online": "green", "offline": "dim", "starting": "yellow",
           "stopping": "yellow", "failed": "bold red"}
@@ -36,23 +42,55 @@ def render(st: dict[str, Any]) -> None:
     out.print(g)
 
 
-def status(config: str = ConfigOpt, as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
-    """Show nodes, groups, resources and monitors."""
+def render_events(events: list[dict[str, Any]]) -> None:
+    t = Table(title="events", title_justify="left")
+    for col in ("time", "node", "group", "event", "reason", "by"):
+        t.add_column(col)
+    for e in events:
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(e.get("at") or 0)))
+        t.add_row(at, e.get("node") or "", e.get("group") or "", e.get("kind") or "", e.get("reason") or "",
+                  e.get("by") or "")
+    out.print(t)
+
+
+def _read(cfg: Any, events: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    from kagemusha.cli._client import ApiClient, HttpError, uses_api
     from kagemusha.control import ClusterControl
+    from kagemusha.errors import ApiError
 
-    cfg = get_config(config)
+    if uses_api(cfg):
+        try:
+            with ApiClient(cfg) as api:
+                st = api.get("/cluster")
+                evs = api.get(f"/events?limit={events}")["events"] if events else []
+                return st, evs
+        except HttpError as exc:
+            fail(str(exc), 2 if exc.status in (400, 404, 422) else 1)
+        except ApiError as exc:
+            err.print(f"kagemusha: {exc}; reading the cluster store directly", markup=False)
 
-    async def go() -> dict[str, Any]:
+    async def go() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         async with ClusterControl.open(cfg) as ctl:
-            return await ctl.status()
+            return await ctl.status(), (await ctl.events(events) if events else [])
 
-    st = run(go)
+    return run(go)
+
+
+def status(
+    config: str = ConfigOpt,
+    as_json: bool = JsonOpt,
+    events: int = typer.Option(0, "--events", "-e", min=0, max=500, help="also show the last N events"),
+) -> None:
+    """Show nodes, groups, resources and monitors (and, with --events N, the event log)."""
+    cfg = get_config(config)
+    st, evs = _read(cfg, events)
     if as_json:
-        print_json(st)
+        print_json({**st, "events": evs} if events else st)
     else:
         render(st)
+        if events:
+            render_events(evs)
 
 
 def register(root: typer.Typer) -> None:
     root.command("status")(status)
-    _ = JsonOpt

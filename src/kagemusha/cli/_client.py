@@ -1,0 +1,220 @@
+"""The CLI's client of the agents' REST API: tries each node's address in turn, with the cluster's token.
+
+A request that could not be sent (connection refused, connect timeout) goes to
+the next node; one that was sent and lost (reset, read timeout) is not replayed
+elsewhere, since an action may already have been recorded. Every failure is an
+``ApiError`` with one line that says which nodes were tried and what each said.
+With TLS (``cluster.tls_cert_file``) the client trusts the certificates in that
+file (a self-signed certificate, or a chain ending in the cluster's CA) and the
+system's CAs.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+
+from kagemusha.config import Config
+from kagemusha.errors import ApiError
+
+if TYPE_CHECKING:
+    from kagemusha.control import ClusterControl
+
+__all__ = ["ApiClient", "HttpError", "api_call", "through", "uses_api"]
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT = 2.0
+READ_TIMEOUT = 15.0
+
+
+class HttpError(ApiError):
+    """The API answered with an error status; ``status`` is the HTTP code, the message its ``detail``."""
+
+    def __init__(self, status: int, message: str, node: str) -> None:
+        self.status = status
+        self.node = node
+        super().__init__(message)
+
+
+def uses_api(config: Config) -> bool:
+    """True when the cluster has an API token: the CLI then goes through the agents' API."""
+    return config.cluster.api_token_file is not None
+
+
+def _resolve(config: Config, value: str) -> Path:
+    p = Path(value)
+    return p if p.is_absolute() or not config.source else Path(config.source).resolve().parent / p
+
+
+def _detail(r: httpx.Response) -> str:
+    try:
+        d = r.json().get("detail")
+    except (ValueError, AttributeError):
+        d = None
+    if isinstance(d, str) and d:
+        return d
+    return f"HTTP {r.status_code} {r.reason_phrase}".strip()
+
+
+class ApiClient:
+    """Call the cluster's API on the first node that answers.
+
+    Usage::
+
+        with ApiClient(config) as api:
+            status = api.get("/cluster")
+            api.post("/groups/webotx1/move", {"to": "n2", "wait": 60}, timeout=70)
+
+    Args:
+        config: the cluster config (nodes' addresses, token file, TLS certificate).
+
+    Raises:
+        ApiError: the token file cannot be read (at construction).
+    """
+
+    def __init__(self, config: Config) -> None:
+        if config.cluster.api_token_file is None:
+            raise ApiError("cluster.api_token_file is not set: the CLI cannot use the API")
+        self.config = config
+        token_file = _resolve(config, config.cluster.api_token_file)
+        try:
+            self.token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ApiError(f"cannot read the API token {token_file}: {exc.strerror}") from None
+        if not self.token:
+            raise ApiError(f"the API token file {token_file} is empty")
+        c = config.cluster
+        self.scheme = "https" if c.tls_cert_file else "http"
+        verify: ssl.SSLContext | bool = True
+        if c.tls_cert_file:
+            ctx = ssl.create_default_context(cafile=str(_resolve(config, c.tls_cert_file)))
+            ctx.load_default_certs()
+            ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # a leaf certificate may be its own trust anchor
+            verify = ctx
+        try:
+            actor = f"cli {getpass.getuser()}@{socket.gethostname()}"
+        except (KeyError, OSError):
+            actor = "cli"
+        self._http = httpx.Client(
+            verify=verify,
+            timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
+            headers={"Authorization": f"Bearer {self.token}", "X-Kagemusha-Actor": actor},
+            trust_env=False,  # NB: a proxy from the environment must not see the token or the cluster's addresses
+        )
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def nodes(self) -> Iterator[tuple[str, str]]:
+        """``(node, base URL)`` in the order they are tried: the config's order."""
+        for n in self.config.nodes:
+            yield n.name, f"{self.scheme}://{n.address}"
+
+    def get(self, path: str, *, timeout: float | None = None) -> Any:
+        """GET ``path`` from the first node that answers; the decoded JSON.
+
+        Raises:
+            HttpError: a node answered with an error (401, 404, 422, 409, ...).
+            ApiError: no node answered.
+        """
+        return self._call("GET", path, None, timeout)
+
+    def post(self, path: str, body: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+        """POST ``body`` (JSON) to ``path`` on the first node that takes the connection.
+
+        Raises:
+            HttpError: the node answered with an error.
+            ApiError: no node took the connection, or the one that did was lost mid-request.
+        """
+        return self._call("POST", path, body, timeout)
+
+    def get_text(self, path: str) -> str:
+        """GET a text resource (``/metrics``)."""
+        result = self._call("GET", path, None, None, as_text=True)
+        assert isinstance(result, str)
+        return result
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None, timeout: float | None,
+              *, as_text: bool = False) -> Any:
+        tried: list[str] = []
+        t = httpx.Timeout(timeout if timeout is not None else READ_TIMEOUT, connect=CONNECT_TIMEOUT)
+        for node, base in self.nodes():
+            r = self._send(method, base + path, body, t, node, base, tried)
+            if r is None:
+                continue
+            if r.status_code == 503 and method == "GET":
+                tried.append(f"{node}: {_detail(r)}")  # e.g. that agent cannot reach the store: ask the next
+                continue
+            if r.status_code == 401:
+                raise HttpError(401, f"the API on {node} ({base}) refused the token: {_detail(r)}", node)
+            if r.status_code >= 400:
+                raise HttpError(r.status_code, _detail(r), node)
+            return r.text if as_text else r.json()
+        raise ApiError(f"no agent API answered ({'; '.join(tried)})")
+
+    def _send(self, method: str, url: str, body: dict[str, Any] | None, timeout: httpx.Timeout,
+              node: str, base: str, tried: list[str]) -> httpx.Response | None:
+        """One request; ``None`` (and a note in ``tried``) when it could not be sent."""
+        try:
+            return self._http.request(method, url, json=body, timeout=timeout)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            tried.append(f"{node} at {base}: {_why(exc)}")
+        except httpx.TransportError as exc:
+            if method == "GET":
+                tried.append(f"{node} at {base}: {_why(exc)}")
+                return None
+            raise ApiError(f"lost the connection to {node} at {base} during the request ({_why(exc)}); "
+                           "the request may have been carried out: check `kagemusha status`") from None
+        return None
+
+
+def _why(exc: Exception) -> str:
+    msg = str(exc) or type(exc).__name__
+    if "Connection refused" in msg:
+        return "connection refused"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if "CERTIFICATE_VERIFY_FAILED" in msg:
+        return "TLS certificate not trusted (" + msg.rsplit("]", 1)[-1].strip(" ()") + ")"
+    return msg
+
+
+def api_call(config: Config, fn: Callable[[ApiClient], T]) -> T:
+    """Run ``fn`` with a client; map failures to the CLI's exit codes (2: bad request, 1: failed) and one line."""
+    from kagemusha.cli._common import fail
+
+    try:
+        with ApiClient(config) as api:
+            return fn(api)
+    except HttpError as exc:
+        fail(str(exc), 2 if exc.status in (400, 404, 422) else 1)
+    except ApiError as exc:
+        fail(str(exc))
+
+
+def through(config: Config, via_api: Callable[[ApiClient], T],
+            via_store: Callable[[ClusterControl], Awaitable[T]], *, by: str = "cli") -> T:
+    """Do one CLI operation through the API when the cluster has a token, else on the store directly."""
+    if uses_api(config):
+        return api_call(config, via_api)
+    from kagemusha.cli._common import run
+    from kagemusha.control import ClusterControl
+
+    async def go() -> T:
+        async with ClusterControl.open(config, by=by) as ctl:
+            return await via_store(ctl)
+
+    return run(go)
