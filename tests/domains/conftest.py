@@ -7,6 +7,7 @@ a domain directory under the test's temporary directory, whatever happened in th
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -122,16 +123,27 @@ def cleanup(base: Path) -> None:
         psutil.wait_procs(procs, timeout=2)
 
 
+PORTS_LOCK = Path(tempfile.gettempdir()) / "kagemusha-domain-ports.lock"
+
+
 @pytest.fixture
 def workdir() -> Iterator[Path]:
-    """A temporary directory any user can traverse (the service-user test runs domains in it)."""
-    d = Path(tempfile.mkdtemp(prefix="km-domains-"))
-    d.chmod(0o755)
-    try:
-        yield d
-    finally:
-        cleanup(d)
-        shutil.rmtree(d, ignore_errors=True)
+    """A temporary directory any user can traverse (the service-user test runs domains in it).
+
+    NB: the tests use the seed's ports +10000, fixed; two runs of this suite on one host (two
+    engineers, or CI beside a developer) would collide. Each test holds ``PORTS_LOCK`` while it
+    runs, so concurrent runs take turns instead of failing. Other suites that start domains on
+    these ports should take the same lock.
+    """
+    with open(PORTS_LOCK, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        d = Path(tempfile.mkdtemp(prefix="km-domains-"))
+        d.chmod(0o755)
+        try:
+            yield d
+        finally:
+            cleanup(d)
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def make_node(base: Path, name: str = "n1") -> Node:

@@ -14,9 +14,11 @@ from kagemusha.domains import (
     NodeRegistry,
     check_domain_health,
     domain_state,
+    resolve_name,
     start_domain,
     stop_domain,
 )
+from kagemusha.errors import DomainError
 
 from .conftest import APPS, Node, alive, tagged_under
 
@@ -72,6 +74,9 @@ def test_asgi_and_wsgi_domains_side_by_side(node: Node, workdir: Path) -> None:
         == "http://vip.example.test:10080/orders"
     )
     assert httpx.get("http://127.0.0.1:12809/names/nosuch").status_code == 404
+    assert resolve_name("127.0.0.1", 12809, "jdbc/orders") == "http://vip.example.test:10080/orders"
+    with pytest.raises(DomainError, match="not bound"):
+        resolve_name("127.0.0.1", 12809, "nosuch")
     state_text = "".join(p.read_text() for p in (root1 / "domain1" / "state").iterdir() if p.is_file())
     assert (
         "vip.example" not in state_text
@@ -102,6 +107,8 @@ def test_asgi_and_wsgi_domains_side_by_side(node: Node, workdir: Path) -> None:
         "domain2 not running",
     ]
     assert not check_domain_health("domain1", user="admin", password="adminadmin", registry=reg).ok
+    with pytest.raises(DomainError, match="did not answer"):
+        resolve_name("127.0.0.1", 12809, "domain1", attempts=2, delay=0.05)
     assert node.run("stop", "domain1").returncode == 0  # stopping a stopped domain succeeds
     # logs are in the domain's logs/
     assert "state=running" in (root1 / "domain1" / "logs" / "domain.log").read_text()

@@ -23,6 +23,7 @@ clear line) or :class:`~kagemusha.errors.ConfigError` (properties: each error na
 
 from __future__ import annotations
 
+from kagemusha.domains._client import resolve_name
 from kagemusha.domains._control import (
     DEFAULT_START_WAIT,
     DEFAULT_WAIT_TIMEOUT,
@@ -63,6 +64,7 @@ __all__ = [
     "kill_domain",
     "list_domains",
     "load_properties",
+    "resolve_name",
     "set_autostart",
     "setup_domains_root",
     "start_domain",

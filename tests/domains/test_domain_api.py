@@ -1,0 +1,40 @@
+"""The public surface of kagemusha.domains: an explicit __all__, every name importable and documented."""
+
+from __future__ import annotations
+
+import inspect
+
+from kagemusha import domains
+
+
+def test_all_is_explicit_and_importable() -> None:
+    assert len(set(domains.__all__)) == len(domains.__all__)
+    for name in domains.__all__:
+        obj = getattr(domains, name)
+        if callable(obj) and not isinstance(obj, type):
+            assert inspect.getdoc(obj), f"{name} has no docstring"
+    expected = {
+        "create_domain", "delete_domain", "start_domain", "stop_domain", "kill_domain", "domain_state",
+        "check_domain_health", "list_domains", "setup_domains_root", "deploy_app", "set_autostart",
+        "resolve_name", "DomainState", "NodeRegistry", "load_properties",
+    }  # fmt: skip
+    assert expected <= set(domains.__all__)
+
+
+def test_cluster_facing_signatures() -> None:
+    sig = inspect.signature(domains.stop_domain)
+    assert list(sig.parameters)[:2] == ["name", "domaindir"]
+    assert sig.parameters["force"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert sig.parameters["wait_timeout"].default == 300
+    sig = inspect.signature(domains.check_domain_health)
+    assert sig.parameters["user"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert {s.value for s in domains.DomainState} == {"not running", "starting", "running", "stopping"}
+
+
+def test_importing_the_library_does_not_import_the_server_stack() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, kagemusha.domains; print(any(m in sys.modules for m in ('fastapi', 'uvicorn')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
