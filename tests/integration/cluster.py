@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from kagemusha import _proc
 from kagemusha.config import Config, load_config
 from kagemusha.control import ClusterControl
@@ -135,13 +137,36 @@ class LocalCluster:
     def crash(self, node: str) -> float:
         """kill -9 the agent and every process it started: the node "crashes"."""
         p = self.procs.pop(node)
-        p.send_signal(signal.SIGKILL)
+        children = self.agent_children(p)
+        p.send_signal(signal.SIGKILL)  # the supervisor first, so it cannot fence: the whole node dies at once
+        for ch in children:
+            try:
+                ch.kill()
+            except psutil.Error:
+                pass
         assert self.config is not None
         _proc.kill_tagged({"KAGEMUSHA_CLUSTER_ID": self.config.cluster_id, "KAGEMUSHA_NODE": node}, wait=1.0)
         t = time.time()  # every process of the node is gone (or a zombie) now
         p.wait(5)
         self.crashes.append((node, t))
         return t
+
+    @staticmethod
+    def agent_children(p: subprocess.Popen[bytes]) -> list[psutil.Process]:
+        try:
+            return psutil.Process(p.pid).children(recursive=False)
+        except psutil.Error:
+            return []
+
+    def agent_pid(self, node: str, timeout: float = 10) -> int:
+        """The pid of the real agent (the supervisor's child)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            kids = self.agent_children(self.procs[node])
+            if kids:
+                return kids[0].pid
+            assert time.monotonic() < deadline, f"no agent child under the supervisor of {node}"
+            time.sleep(0.05)
 
     def leave(self, node: str, timeout: float = 30) -> int:
         p = self.procs.pop(node)
@@ -151,9 +176,15 @@ class LocalCluster:
     def close(self) -> None:
         for node in list(self.procs):
             p = self.procs.pop(node)
+            children = self.agent_children(p)
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
                 p.wait(5)
+            for ch in children:
+                try:
+                    ch.kill()
+                except psutil.Error:
+                    pass
         if self.config is not None:
             for node in self.nodes:
                 _proc.kill_tagged({"KAGEMUSHA_CLUSTER_ID": self.config.cluster_id, "KAGEMUSHA_NODE": node}, wait=1.0)
@@ -202,14 +233,33 @@ class LocalCluster:
     def starts(self, group: str) -> list[TraceLine]:
         return [t for t in self.trace() if t.kind == "start" and t.group == group]
 
+    def fences(self) -> list[tuple[str, float]]:
+        """When each node fenced itself (agent or supervisor), from its log: that ends its runs too."""
+        from datetime import datetime, timezone
+
+        out = []
+        for node in self.nodes:
+            p = self.dir / "logs" / f"{node}.log"
+            if not p.exists():
+                continue
+            for line in p.read_text(errors="replace").splitlines():
+                if '"fenced: stopped every resource"' in line or '"agent died: fenced the node"' in line:
+                    try:
+                        ts = json.loads(line)["ts"]
+                    except (ValueError, KeyError):
+                        continue
+                    at = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+                    out.append((node, at))
+        return out
+
     def assert_no_overlap(self) -> None:
-        """No group ever ran on two nodes at once (start..stop, or start..crash of that node)."""
+        """No group ever ran on two nodes at once (start..stop, or start..crash/fence of that node)."""
         lines = self.trace()
         for group in {t.group for t in lines}:
             intervals: list[tuple[float, float, str]] = []
             open_: dict[str, float] = {}
             events = sorted([(t.at, t.kind, t.node) for t in lines if t.group == group]
-                            + [(at, "crash", n) for n, at in self.crashes])
+                            + [(at, "crash", n) for n, at in self.crashes + self.fences()])
             for at, kind, node in events:
                 if kind == "start":
                     open_[node] = at

@@ -143,3 +143,51 @@ def test_store_unavailable_fences_before_ttl(make_cluster) -> None:  # type: ign
         time.sleep(0.05)
     # the store is back: the node rejoins and starts the group once more
     c.wait_group("webotx1", "online", "n1", timeout=10)
+
+
+def test_agent_killed_alone_its_services_die_before_the_standby_starts(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """kill -9 of the agent only: the supervisor fences the node; sampled every 10 ms, never two services."""
+    import os
+    import signal
+    import threading
+
+    import psutil
+
+    c: LocalCluster = make_cluster()
+    c.start_all()
+    c.wait_group("webotx1", "online", "n1")
+    svc_dir = c.dir / "svc"
+
+    def running() -> set[str]:
+        out = set()
+        for f in svc_dir.glob("webotx1.*.pid"):
+            try:
+                pid = int(f.read_text())
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    out.add(f.name.split(".")[1])
+            except (ValueError, OSError, psutil.Error):
+                continue
+        return out
+
+    samples: list[set[str]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append(running())
+            time.sleep(0.01)
+
+    th = threading.Thread(target=sample)
+    th.start()
+    try:
+        os.kill(c.agent_pid("n1"), signal.SIGKILL)
+        c.wait_group("webotx1", "online", "n2", timeout=10)
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        th.join()
+    assert all(len(s) <= 1 for s in samples), [s for s in samples if len(s) > 1][:3]
+    assert samples[-1] == {"n2"}
+    assert c.procs["n1"].wait(10) == 1, "the supervisor exits 1 after fencing"
+    c.procs.pop("n1")
+    assert "agent died: fenced the node" in c.log("n1")

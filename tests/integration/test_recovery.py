@@ -120,14 +120,7 @@ def test_stop_failure_fences_the_node_before_anyone_else_starts(make_cluster) ->
     assert c.procs["n1"].wait(10) == 1
     c.procs.pop("n1")
     assert "stop failed" in c.log("n1")
-    # The fence is the end of n1's run: it must come before n2's start.
-    import json
-    from datetime import datetime
-
-    fenced = [json.loads(line) for line in c.log("n1").splitlines() if '"fenced: stopped every resource"' in line]
-    assert fenced, c.log("n1")
-    at = datetime.strptime(fenced[0]["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=__import__("datetime").timezone.utc)
-    c.crashes.append(("n1", at.timestamp()))
+    # The fence is the end of n1's run: assert_no_overlap (at teardown) reads it from n1's log.
     assert c.starts("webotx1")[-1].node == "n2"
 
 

@@ -15,6 +15,9 @@ def agent(
     config: str = ConfigOpt,
     node: str = typer.Option(None, "--node", "-n", help="this node's name (default: $KAGEMUSHA_NODE)"),
     apply: bool = typer.Option(False, "--apply", help="store this file as the cluster's config if it differs"),
+    no_supervisor: bool = typer.Option(
+        False, "--no-supervisor", help="run without the parent that fences the node if the agent dies"
+    ),
 ) -> None:
     """Run the node's agent in the foreground; SIGTERM leaves the cluster gracefully."""
     from kagemusha._log import setup_logging, stop_logging
@@ -24,6 +27,10 @@ def agent(
     node = node or os.environ.get("KAGEMUSHA_NODE") or ""
     if node not in cfg.node_names:
         fail(f'--node: "{node}" is not a node of {cfg.source} (nodes: {", ".join(cfg.node_names)})', 2)
+    from kagemusha._supervisor import CHILD_ENV, child_argv, supervise
+
+    if not no_supervisor and not os.environ.get(CHILD_ENV):
+        raise typer.Exit(supervise(cfg, node, child_argv(str(cfg.source), node, apply)))
     setup_logging(node=node)
     try:
         code = asyncio.run(Agent(cfg, node, apply_config=apply).run())
