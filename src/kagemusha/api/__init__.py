@@ -15,6 +15,6 @@ Usage::
 from __future__ import annotations
 
 from kagemusha.api._app import create_app
-from kagemusha.api._serve import sd_notify, serve
+from kagemusha.api._serve import serve
 
-__all__ = ["create_app", "sd_notify", "serve"]
+__all__ = ["create_app", "serve"]

@@ -1,4 +1,4 @@
-"""Run the API on uvicorn inside the agent's event loop, and talk to systemd (sd_notify).
+"""Run the API on uvicorn inside the agent's event loop.
 
 NB: uvicorn installs its own SIGINT/SIGTERM handlers with ``signal.signal``,
 which would replace the agent's (a SIGTERM must make the agent leave the
@@ -13,9 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
-import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
@@ -29,7 +26,7 @@ if TYPE_CHECKING:
 
     from kagemusha.agent import Agent
 
-__all__ = ["serve", "sd_notify"]
+__all__ = ["serve"]
 
 log = logging.getLogger("kagemusha.api")
 RETRY_SECONDS = 5.0
@@ -56,42 +53,6 @@ class _Server(uvicorn.Server):
                 transport.close()
 
 
-def sd_notify(message: str) -> bool:
-    """Send ``message`` (e.g. ``READY=1``, ``WATCHDOG=1``) to systemd; False when not run by systemd."""
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr:
-        return False
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.setblocking(False)
-            s.sendto(message.encode(), addr)
-        return True
-    except OSError:
-        return False
-
-
-def _install_systemd_hooks(agent: Agent) -> None:
-    """``READY=1`` now; with ``WatchdogSec=`` set, ``WATCHDOG=1`` from the decision loop (a hung loop stops pinging)."""
-    if not os.environ.get("NOTIFY_SOCKET"):
-        return
-    sd_notify(f"READY=1\nSTATUS=agent of node {agent.node} running\nMAINPID={os.getpid()}")
-    usec = os.environ.get("WATCHDOG_USEC", "")
-    if not usec.isdigit() or os.environ.get("WATCHDOG_PID", str(os.getpid())) != str(os.getpid()):
-        return
-    every = int(usec) / 1e6 / 4
-    last = [0.0]
-
-    def ping() -> None:
-        now = time.monotonic()
-        if now - last[0] >= every:
-            last[0] = now
-            sd_notify("WATCHDOG=1")
-
-    agent.on_cycle.append(ping)
-
-
 def _uvicorn_config(agent: Agent, app: FastAPI) -> uvicorn.Config:
     c = agent.config.cluster
     host, _, port = agent.config.node(agent.node).address.rpartition(":")
@@ -111,7 +72,6 @@ async def serve(agent: Agent) -> None:
 
     Runs in the agent's task group (``Agent.run``); never raises but ``CancelledError``.
     """
-    _install_systemd_hooks(agent)
     app = create_app(agent)
     problem = ""
     try:

@@ -1,11 +1,17 @@
 """``kagemusha install-service``: write the systemd unit that runs this node's agent.
 
-The unit runs ``kagemusha agent`` with ``Type=notify`` (the agent says READY
-once it runs, and, with ``cluster.watchdog`` set, pings systemd's watchdog from
-its decision loop). ``KillMode=mixed``: on ``systemctl stop`` only the agent
-gets SIGTERM, so it can stop its groups in order with their stop scripts;
-whatever is left when it exits (or after ``TimeoutStopSec``) gets SIGKILL.
-Logs go to stdout, which systemd hands to journald.
+The unit runs ``kagemusha agent`` (its supervisor, which runs the agent and
+fences the node if the agent dies). ``KillMode=mixed``: on ``systemctl stop``
+only the main process gets SIGTERM, so the agent can stop its groups in order
+with their stop scripts; whatever is left when it exits (or after
+``TimeoutStopSec``, which covers the slowest group's stop timeouts) gets
+SIGKILL. Logs go to stdout, which systemd hands to journald.
+
+With ``cluster.watchdog`` (a kernel watchdog device, e.g. ``/dev/watchdog``) the
+unit checks the device exists before starting the agent, and runs no
+systemd watchdog of its own: the agent pings the device while it runs groups.
+NB: systemd's ``RuntimeWatchdogSec=`` (system.conf) opens ``/dev/watchdog``
+too, and a watchdog device has one opener; use another device for kagemusha.
 """
 
 from __future__ import annotations
@@ -22,34 +28,7 @@ import typer
 from kagemusha.cli._common import DEFAULT_CONFIG, ConfigOpt, config_path, err, fail, get_config, out
 from kagemusha.config import Config
 
-__all__ = ["render_unit", "watchdog_seconds"]
-
-_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m)?\s*$")
-
-
-def watchdog_seconds(config: Config) -> float | None:
-    """``WatchdogSec`` from ``cluster.watchdog``: ``"systemd"`` (derived from the lease TTL) or a span (``10s``).
-
-    Raises:
-        ValueError: any other value (the message says what is expected).
-    """
-    value = config.cluster.watchdog
-    if value is None or value.strip().lower() in ("", "none", "off"):
-        return None
-    if value.strip().lower() == "systemd":
-        # Several decision cycles (each <= heartbeat_interval) fit in it, and it is short enough that a hung
-        # agent is killed (and restarted, fencing what it left) soon after its lease has run out.
-        return float(max(2, math.ceil(2 * config.cluster.heartbeat_timeout)))
-    m = _SPAN.match(value)
-    if not m:
-        raise ValueError(f'cluster.watchdog: expected "systemd" or a time span such as "5s" or "500ms", got "{value}"')
-    n = float(m.group(1))
-    unit = m.group(2) or "s"
-    secs = n / 1000 if unit == "ms" else n * 60 if unit in ("min", "m") else n
-    if secs < 1:
-        raise ValueError(f"cluster.watchdog: {value} is too short for systemd's watchdog (at least 1s)")
-    return secs
-
+__all__ = ["render_unit"]
 
 def stop_budget(config: Config) -> int:
     """``TimeoutStopSec``: groups stop in parallel, each resource in turn within its ``stop_timeout``."""
@@ -79,12 +58,8 @@ def _quote(arg: str) -> str:
 
 
 def render_unit(config: Config, *, node: str, config_file: str, python: str = sys.executable) -> str:
-    """The text of ``kagemusha.service`` for ``node``.
-
-    Raises:
-        ValueError: ``cluster.watchdog`` has a value systemd cannot take.
-    """
-    wd = watchdog_seconds(config)
+    """The text of ``kagemusha.service`` for ``node``."""
+    wd = config.cluster.watchdog
     cmd = " ".join(_quote(a) for a in (python, "-m", "kagemusha", "agent", "--config", config_file, "--node", node))
     lines = [
         "# Written by `kagemusha install-service`. Local changes: `systemctl edit kagemusha`.",
@@ -95,8 +70,9 @@ def render_unit(config: Config, *, node: str, config_file: str, python: str = sy
         "StartLimitIntervalSec=0",
         "",
         "[Service]",
-        "Type=notify",
-        "NotifyAccess=main",
+        "Type=simple",
+        *([f"# cluster.watchdog: the agent arms {wd} while it runs groups; the device must exist",
+           f"ExecStartPre=/usr/bin/test -c {_quote(wd)}"] if wd else []),
         f"ExecStart={cmd}",
         f"Environment={_quote('KAGEMUSHA_CONFIG=' + config_file)}",
         f"Environment=KAGEMUSHA_NODE={_quote(node)}",
@@ -111,8 +87,6 @@ def render_unit(config: Config, *, node: str, config_file: str, python: str = sy
         "SyslogIdentifier=kagemusha",
         "LimitNOFILE=65536",
     ]
-    if wd is not None:
-        lines += [f"WatchdogSec={wd:g}", "WatchdogSignal=SIGKILL"]
     lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
     return "\n".join(lines)
 
@@ -141,10 +115,7 @@ def install_service(
              if node else f"--node: say which node this machine is ({', '.join(cfg.node_names)})", 2)
     if not re.fullmatch(r"[A-Za-z0-9_.@-]+", name):
         fail(f'--name: "{name}" is not a valid unit name', 2)
-    try:
-        text = render_unit(cfg, node=node, config_file=path)
-    except ValueError as exc:
-        fail(str(exc), 2)
+    text = render_unit(cfg, node=node, config_file=path)
     if stdout:
         sys.stdout.write(text)
         return
@@ -158,8 +129,8 @@ def install_service(
     except OSError as exc:
         fail(f"cannot write {target}: {exc.strerror}")
     out.print(f"wrote {target}", markup=False)
-    if cfg.cluster.watchdog is not None and watchdog_seconds(cfg) is not None:
-        out.print(f"watchdog: WatchdogSec={watchdog_seconds(cfg):g}", markup=False)
+    if cfg.cluster.watchdog:
+        out.print(f"watchdog: the agent arms {cfg.cluster.watchdog} while it runs groups", markup=False)
     err.print(f"next: systemctl daemon-reload && systemctl enable --now {name}", markup=False)
 
 
