@@ -191,3 +191,32 @@ def test_agent_killed_alone_its_services_die_before_the_standby_starts(make_clus
     assert c.procs["n1"].wait(10) == 1, "the supervisor exits 1 after fencing"
     c.procs.pop("n1")
     assert "agent died: fenced the node" in c.log("n1")
+
+
+def test_watchdog_is_pinged_while_groups_run_and_disarmed_after(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """With ``cluster.watchdog`` set, the agent pings the device while it runs a group, magic-closes it on leave.
+
+    A regular file stands in for /dev/watchdog (there is none here, and a real one would reset the machine).
+    """
+    c: LocalCluster = make_cluster(nodes=("n1",))
+    dev = c.dir / "watchdog"
+    dev.write_bytes(b"")
+    c.cluster.update({"watchdog": str(dev), "heartbeat_timeout": 2.0})
+    c.write_config()
+    c.start_all()
+    c.wait_group("webotx1", "online", "n1")
+    time.sleep(1.0)
+    assert dev.read_bytes().count(b"\0") >= 3, "pinged at every lease renewal"
+    assert c.leave("n1") == 0
+    assert dev.read_bytes().endswith(b"V"), "magic close after the groups stopped"
+
+
+def test_watchdog_needs_whole_seconds(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    c: LocalCluster = make_cluster(nodes=("n1",))
+    c.cluster.update({"watchdog": "/dev/watchdog"})
+    import pytest
+
+    from kagemusha.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cluster.watchdog"):
+        c.write_config()

@@ -72,6 +72,12 @@ class Agent:
         self.config_sha = ""
         self.config_version = 0
         self._bad_config_sha = ""
+        self.watchdog = None
+        if config.cluster.watchdog:
+            from kagemusha._watchdog import Watchdog, watchdog_timeout
+
+            c = config.cluster
+            self.watchdog = Watchdog(c.watchdog, watchdog_timeout(c.heartbeat_timeout, c.heartbeat_interval, c.store_timeout))
         self.groups = {g.name: GroupRuntime.build(config, g, node) for g in config.groups if node in g.nodes}
         self.lease_id: int | None = None
         self.valid_until = 0.0  # monotonic
@@ -302,6 +308,7 @@ class Agent:
                     ttl = await asyncio.wait_for(self.store.keepalive(self.lease_id), c.store_timeout)
                     self.statistics["lease_renew_seconds"] = time.monotonic() - sent
                     self.valid_until = sent + min(ttl, c.heartbeat_timeout)
+                    self._feed_watchdog()
                     break
                 except LeaseExpired:
                     await self._fence_all("lease expired at the store")
@@ -314,6 +321,18 @@ class Agent:
                         continue
                     await self._fence_all(f"cannot renew lease: {exc or 'store timeout'}")
                     break
+
+    def _feed_watchdog(self) -> None:
+        """Ping the kernel watchdog while groups run here; disarm it when none does."""
+        if self.watchdog is None:
+            return
+        try:
+            if any(rt.local != LocalState.STOPPED for rt in self.groups.values()):
+                self.watchdog.ping()
+            else:
+                self.watchdog.disarm()
+        except OSError as exc:
+            log.error("watchdog device error", extra={"kv": {"device": self.watchdog.path, "error": str(exc)}})
 
     async def _fence_all(self, reason: str) -> None:
         """Stop every resource at once (no scripts) and forget the lease."""
@@ -716,6 +735,8 @@ class Agent:
             except (StoreUnavailable, TimeoutError):
                 pass
         await self.store.close()
+        if self.watchdog is not None and all(rt.local == LocalState.STOPPED for rt in self.groups.values()):
+            self.watchdog.disarm()
 
 
 class _Exit(Exception):

@@ -116,6 +116,12 @@ def _semantic_errors(cfg: Config, base_dir: Path | None) -> list[tuple[str, str]
                 errors.extend(("cluster.api_token_file", m) for m in _token_file_problems(p))
     if (c.tls_cert_file is None) != (c.tls_key_file is None):
         errors.append(("cluster.tls_key_file", "tls_cert_file and tls_key_file go together"))
+    if c.watchdog is not None:
+        from kagemusha._watchdog import watchdog_timeout
+
+        if watchdog_timeout(c.heartbeat_timeout, c.heartbeat_interval, c.store_timeout) < 1:
+            errors.append(("cluster.watchdog", "the kernel watchdog counts whole seconds: it needs cluster.heartbeat_timeout "
+                           "- cluster.heartbeat_interval - cluster.store_timeout >= 1 (e.g. heartbeat_timeout = 2.0)"))
     errors.extend(timing_errors(cfg))
     return errors
 
