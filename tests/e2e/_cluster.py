@@ -40,10 +40,10 @@ APP_PORTS = {"domain1": 80, "domain2": 8081}  # the seed's domain.http.port (own
 def seed_script(src: Path, dest: Path, *, roots: dict[str, str], domain: str | None = None) -> Path:
     """A seed script verbatim but for ``otxadmin`` -> ``kagemusha domain`` and the ``/dataN`` roots."""
     text = src.read_text().replace("/opt/WebOTX/bin/otxadmin", f"{KAGEMUSHA} domain")
+    if domain is not None:  # the seed: webotx2's scripts are webotx1's with /data2 and domain2
+        text = text.replace("domain1", domain).replace("/data1", "/data" + domain.removeprefix("domain"))
     for old, new in roots.items():
         text = text.replace(old, new)
-    if domain is not None:  # the seed: webotx2's scripts are webotx1's with /data2 and domain2
-        text = text.replace("domain1", domain)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(text)
     dest.chmod(0o755)

@@ -8,6 +8,7 @@ namespaces, unmounts, detaches the loop devices and deletes the namespaces.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -44,7 +45,7 @@ def make_cluster(request: pytest.FixtureRequest) -> Iterator[Callable[..., NsClu
                 c.stop_all()
             finally:
                 h.close()
-        if failed:
+        if failed or os.environ.get("KG_E2E_KEEP"):
             print(f"e2e: logs kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
