@@ -245,6 +245,8 @@ class EtcdCluster:
         try:
             for m in self.members:
                 self._spawn(m)
+                if len(self.members) > 1:
+                    self._wait_serving_peers(m)
             deadline = time.monotonic() + self.start_timeout
             for m in self.members:
                 self._wait_healthy(m, deadline)
@@ -379,7 +381,7 @@ class EtcdCluster:
             f"--election-timeout={self.election_ms}",
             "--logger=zap",
             f"--log-outputs={m.log_file}",
-            "--log-level=warn",
+            "--log-level=info",  # _wait_serving_peers reads an info line
         ]
         if self.tls is not None:
             argv += [
@@ -417,6 +419,24 @@ class EtcdCluster:
                 proc.kill()
                 proc.wait(timeout=5)
         m.process = None
+
+    def _wait_serving_peers(self, m: EtcdMember, timeout: float = 2.0) -> None:
+        """Wait (at most ``timeout``) until ``m`` serves its peer port, read from its log.
+
+        NB: a new member first asks every peer whether it was already bootstrapped;
+        a peer that has opened its port but does not serve yet (it is asking too)
+        holds that question for a full second. Members started together therefore
+        often stall 2 s; started one after the other, they do not. The log is read
+        rather than the port probed so this works for members inside namespaces.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and m.is_running():
+            try:
+                if "serving peer traffic" in m.log_file.read_text(errors="replace"):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.01)
 
     def _is_healthy(self, m: EtcdMember) -> bool:
         if self.popen is not None:
