@@ -68,6 +68,20 @@ def test_etcd_store_spans_hosts_and_is_linearizable() -> None:
     assert EtcdStore.capabilities.spans_hosts and EtcdStore.capabilities.linearizable
 
 
+def test_empty_prefix_means_every_key(etcd: EtcdCluster) -> None:
+    p = _prefix()
+
+    async def run() -> None:
+        async with open_store(etcd.endpoints) as s:
+            rev = await s.put(p + "k", "v")
+            items, _ = await s.get_prefix("")
+            assert p + "k" in [kv.key for kv in items]
+            ev = await asyncio.wait_for(s.watch("", start_revision=rev).__anext__(), 5)
+            assert (ev.key, ev.revision) == (p + "k", rev)
+
+    asyncio.run(run())
+
+
 # -- leases ----------------------------------------------------------------------
 
 
