@@ -20,7 +20,7 @@ from kagemusha.cluster.decide import eligible_nodes
 from kagemusha.cluster._model import ClusterView
 from kagemusha.config import Config
 from kagemusha.errors import KagemushaError
-from kagemusha.store import Store, open_store
+from kagemusha.store import Store, open_cluster_store
 
 __all__ = ["ClusterControl", "ActionFailed", "UsageError", "derive_status"]
 
@@ -118,7 +118,10 @@ class ClusterControl:
 
     @classmethod
     def open(cls, config: Config, *, by: str = "cli") -> ClusterControl:
-        return cls(config, open_store(config.cluster.store, timeout=max(config.cluster.store_timeout, 2.0)), by)
+        from pathlib import Path
+
+        base = str(Path(config.source).resolve().parent) if config.source else None
+        return cls(config, open_cluster_store(config.cluster, base_dir=base, timeout=max(config.cluster.store_timeout, 2.0)), by)
 
     async def __aenter__(self) -> ClusterControl:
         return self

@@ -42,7 +42,7 @@ from kagemusha.cluster import (
 from kagemusha.config import Config
 from kagemusha.errors import ConfigError, KagemushaError, LeaseExpired, StoreUnavailable
 from kagemusha.resources import ClpEvent, ProbeState
-from kagemusha.store import Store, open_store
+from kagemusha.store import Store, open_cluster_store
 
 __all__ = ["Agent"]
 
@@ -66,7 +66,8 @@ class Agent:
         self.config = config
         self.node = node
         self.root = root_of(config.cluster.name)
-        self.store = store or open_store(config.cluster.store, timeout=config.cluster.store_timeout)
+        base = str(Path(config.source).resolve().parent) if config.source else None
+        self.store = store or open_cluster_store(config.cluster, base_dir=base)
         self.serve_api = serve_api
         self.apply_config = apply_config
         self.config_sha = ""

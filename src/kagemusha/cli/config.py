@@ -32,10 +32,17 @@ def validate(path: str = typer.Argument(..., help="cluster.toml to check")) -> N
 
 
 def _store(path: str) -> Any:
-    from kagemusha.store import open_store
+    from pathlib import Path
+
+    from kagemusha.store import open_cluster_store
 
     cfg = get_config(path)
-    return cfg, open_store(cfg.cluster.store, timeout=max(cfg.cluster.store_timeout, 2.0))
+    try:
+        return cfg, open_cluster_store(cfg.cluster, base_dir=str(Path(path).resolve().parent),
+                                       timeout=max(cfg.cluster.store_timeout, 2.0))
+    except ConfigError as exc:
+        print_config_errors(exc)
+        raise typer.Exit(2) from None
 
 
 @app.command("apply")

@@ -8,7 +8,7 @@ from kagemusha.store._base import (
     WatchEvent,
     WatchEventType,
 )
-from kagemusha.store._open import open_store, parse_store_url
+from kagemusha.store._open import open_cluster_store, open_store, parse_store_url
 
 __all__ = [
     "KeyValue",
@@ -17,6 +17,7 @@ __all__ = [
     "StoreCapabilities",
     "WatchEvent",
     "WatchEventType",
+    "open_cluster_store",
     "open_store",
     "parse_store_url",
 ]

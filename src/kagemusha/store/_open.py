@@ -9,6 +9,8 @@ from typing import Any
 from kagemusha.errors import ConfigError
 from kagemusha.store._base import Store
 
+__all__ = ["open_store", "open_cluster_store", "parse_store_url", "StoreURL", "BACKENDS"]
+
 # Backends by URL scheme, imported lazily so the etcd client is only loaded when used.
 BACKENDS: dict[str, str] = {
     "local": "kagemusha.store.local:LocalStore",
@@ -61,3 +63,37 @@ def open_store(url: str, *, timeout: float = 1.0, **options: Any) -> Store:
     backend = getattr(importlib.import_module(module), cls)
     store: Store = backend.from_url(parsed, timeout=timeout, **options)
     return store
+
+
+def open_cluster_store(cluster: Any, *, base_dir: str | None = None, timeout: float | None = None) -> Store:
+    """Open the store named by a config's ``[cluster]`` section, with its TLS/auth options.
+
+    ``cluster`` is a ``ClusterSection``; relative file paths resolve against ``base_dir``.
+    The password is read from ``store_password_file`` here and never logged.
+
+    Raises:
+        ConfigError: a store option cannot work (unreadable file, ...), naming the key.
+    """
+    import os
+
+    def path(v: str | None) -> str | None:
+        if v is None:
+            return None
+        return v if os.path.isabs(v) or base_dir is None else os.path.join(base_dir, v)
+
+    options: dict[str, Any] = {}
+    if parse_store_url(cluster.store).scheme == "etcd":
+        for key in ("ca_file", "cert_file", "key_file"):
+            val = path(getattr(cluster, f"store_{key}"))
+            if val is not None:
+                options[key] = val
+        if cluster.store_user is not None:
+            options["user"] = cluster.store_user
+        pw_file = path(cluster.store_password_file)
+        if pw_file is not None:
+            try:
+                with open(pw_file, encoding="utf-8") as f:
+                    options["password"] = f.read().strip()
+            except OSError as exc:
+                raise ConfigError([("cluster.store_password_file", f"cannot read {pw_file}: {exc.strerror}")]) from None
+    return open_store(cluster.store, timeout=cluster.store_timeout if timeout is None else timeout, **options)
