@@ -81,3 +81,105 @@ def test_crash_of_the_active_node(make_cluster: Callable[..., NsCluster]) -> Non
     # The seed's scripts ran with the CLUSTERPRO variables on n2: FAILOVER, OTHER.
     log2 = c.log("n2")
     assert "FAILOVER1" in log2 and "ON_OTHER2" in log2
+
+
+def _domain_pids(c: NsCluster, node: str) -> list[int]:
+    """Processes of domain1 (by their KAGEMUSHA_DOMAIN tag) inside ``node``."""
+    import psutil
+
+    tag = f"{c.mount_point(0)}/domains/domain1"
+    pids = []
+    for pid in c.h.pids(node):
+        try:
+            if psutil.Process(pid).environ().get("KAGEMUSHA_DOMAIN") == tag:
+                pids.append(pid)
+        except psutil.Error:
+            continue
+    return pids
+
+
+def _kill9(c: NsCluster, node: str) -> list[int]:
+    import os
+    import signal
+
+    pids = _domain_pids(c, node)
+    assert pids, f"no domain1 process on {node}"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def _decisions(c: NsCluster, node: str, kind: str) -> list[str]:
+    import json
+
+    out = []
+    for line in c.log(node).splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("decision") == kind:
+            out.append(str(rec.get("reason", "")))
+    return out
+
+
+def test_domain_killed_is_restarted_in_place_then_fails_over(make_cluster: Callable[..., NsCluster]) -> None:
+    c = oneway(make_cluster)
+    h = c.h
+    vip = str(h.vip.ip)
+    first = _kill9(c, "n1")
+
+    # restart_limit = 1: the domain monitor sees it dead, the group restarts on n1.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not _decisions(c, "n1", "restart"):
+        time.sleep(0.1)
+    assert _decisions(c, "n1", "restart"), c.logs_tail()
+    c.wait_group("webotx1", "online", "n1", timeout=30)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not ("served by n1" in c.get(vip, APP_PORTS["domain1"])):
+        time.sleep(0.2)
+    assert "domain1 served by n1" in c.get(vip, APP_PORTS["domain1"])
+    second = _domain_pids(c, "n1")
+    assert second and not set(second) & set(first)
+    mon = c.group("webotx1")["monitors"][0]
+    assert mon["failures"] >= 2, mon  # status keeps the monitor's failures across the restart
+    assert not _decisions(c, "n2", "take")
+
+    # Killed again, past restart_limit: the group fails over to n2 (failover_limit = 1).
+    _kill9(c, "n1")
+    c.wait_group("webotx1", "online", "n2", timeout=40)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not ("served by n2" in c.get(vip, APP_PORTS["domain1"])):
+        time.sleep(0.2)
+    assert "domain1 served by n2" in c.get(vip, APP_PORTS["domain1"])
+    assert h.vip_holders() == ["n2"] and h.disk_holders() == ["n2"]
+    assert not _domain_pids(c, "n1")
+    assert len(_decisions(c, "n1", "restart")) == 1
+
+
+def test_disk_unmountable_on_the_standby(make_cluster: Callable[..., NsCluster]) -> None:
+    c = oneway(make_cluster)
+    h = c.h
+    h.hide_disk("n2")  # the device path on n2 is an empty file now: mount fails there
+    c.crash("n1")
+
+    # n2 tries: the disk fails, the seed's start.sh runs with CLP_DISK=FAILURE and says so.
+    deadline = time.monotonic() + 30
+    g = c.group("webotx1", "n2")
+    while time.monotonic() < deadline:
+        g = c.group("webotx1", "n2")
+        if g["state"] == "failed":
+            break
+        time.sleep(0.2)
+    assert g["state"] == "failed", f"{g}\n{c.logs_tail()}"
+    assert "sd1" in g["reason"] and "n2" in g["reason"], g["reason"]
+    print(f"status of webotx1: {g['state']}: {g['reason']}")
+    log2 = c.log("n2")
+    assert "ERROR_DISK from FAILOVER" in log2, log2[-3000:]
+    assert "FAILOVER1" not in log2  # the domain was never started there
+    assert h.vip_holders() == [] and h.disk_holders() == []
+    assert not _domain_pids(c, "n2")
+    # The group is not retried there: still failed a moment later, nothing held.
+    time.sleep(2)
+    assert c.group("webotx1", "n2")["state"] == "failed"
+    assert h.vip_holders() == [] and h.disk_holders() == []
