@@ -201,7 +201,7 @@ function groupCard(g, p) {
   const stop = button("Stop", "stop", { group: g.name, disabled: g.state === "offline" && !g.node },
     () => act("Stop group " + g.name + "? It stays offline until started.", "/groups/" + enc(g.name) + "/stop", {}, "stop of " + g.name));
   const res = el("ul", { class: "items" }, g.resources.map((r) =>
-    el("li", { "data-resource": r.name, "data-state": r.state }, badge(r.state, health(r.state)), " ", el("strong", {}, r.name), " ", el("span", { class: "sub" }, r.type))));
+    el("li", { "data-resource": r.name, "data-state": r.state }, badge(r.state, health(r.state)), el("strong", {}, r.name), el("span", { class: "sub" }, r.type))));
   const mons = el("ul", { class: "items" }, g.monitors.map((m) => monitorItem(g, m)));
   return el("div", { class: "card group " + g.state, "data-group": g.name, "data-state": g.state, "data-node": g.node || "" },
     el("div", { class: "title" }, el("strong", {}, g.name), " ", badge(g.state), " ",
@@ -215,18 +215,18 @@ function groupCard(g, p) {
 }
 
 function monitorItem(g, m) {
-  const state = m.suspended ? "suspended" : (m.last || "unknown");
+  const state = m.suspended ? "suspended" : (m.last || "pending");
   const btn = m.suspended
     ? button("Resume", "resume", { group: g.name, monitor: m.name }, () => act("Resume monitor " + m.name + " of " + g.name + "?",
         "/groups/" + enc(g.name) + "/monitors/" + enc(m.name) + "/resume", undefined, "resume of monitor " + m.name))
     : button("Suspend", "suspend", { group: g.name, monitor: m.name }, () => act("Suspend monitor " + m.name + " of " + g.name + "? It stops checking until resumed.",
         "/groups/" + enc(g.name) + "/monitors/" + enc(m.name) + "/suspend", undefined, "suspend of monitor " + m.name));
   return el("li", { "data-monitor": m.name, "data-state": state },
-    badge(state, health(state)), " ", el("strong", {}, m.name), " ", el("span", { class: "sub" }, m.type),
-    m.fail_count ? el("span", { class: "fails" }, " " + m.fail_count + " failed in a row") : null,
-    m.failures ? el("span", { class: "sub" }, " (" + m.failures + " failures)") : null,
+    badge(state, health(state)), el("strong", {}, m.name), el("span", { class: "sub" }, m.type),
+    m.fail_count ? el("span", { class: "fails" }, m.fail_count + " failed in a row") : null,
+    m.failures ? el("span", { class: "sub" }, "(" + m.failures + " failures in all)") : null,
     m.detail ? el("div", { class: "sub detail" }, m.detail) : null,
-    " ", btn);
+    btn);
 }
 
 function health(state) {
@@ -258,6 +258,8 @@ async function act(question, path, body, what) {
     if (r.status === 401) { showLogin("the token was refused; log in again"); return; }
     if (!r.ok) { out.className = "result bad"; out.textContent = what + " failed: " + await detail(r); return; }
     out.textContent = what + ": requested; the view updates as the cluster carries it out.";
+    const shown = out.textContent;
+    setTimeout(() => { if (out.textContent === shown) out.hidden = true; }, 15000);
   } catch (e) {
     out.className = "result bad";
     out.textContent = what + " failed: " + e;
