@@ -61,7 +61,7 @@ import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Self
@@ -677,10 +677,26 @@ class Harness:
                 out.append(IPv4Interface(f"{a['local']}/{a['prefixlen']}"))
         return out
 
-    def vip_holders(self, vip: IPv4Interface | None = None) -> list[str]:
-        """Nodes that have ``vip`` (default ``self.vip``) on their interface right now."""
-        v = (vip or self.vip).ip
-        return [n for n in self._node_names if any(a.ip == v for a in self.addresses(n))]
+    def local_ips(self, node: str) -> set[IPv4Address]:
+        """IPv4 addresses local to ``node`` (from its ``/proc/<pid>/net/fib_trie``; no process started)."""
+        text = Path(f"/proc/{self._ns[node].anchor_pid}/net/fib_trie").read_text()
+        found: set[IPv4Address] = set()
+        last = ""
+        for line in text.splitlines():
+            s = line.strip()
+            if s.startswith("|-- "):
+                last = s[4:]
+            elif s == "/32 host LOCAL" and last:
+                found.add(IPv4Address(last))
+        return found
+
+    def vip_holders(self, vip: IPv4Interface | str | None = None) -> list[str]:
+        """Nodes that have ``vip`` (default ``self.vip``) configured right now.
+
+        Cheap (reads /proc, ~0.1 ms a node): fit for sampling every few milliseconds.
+        """
+        v = IPv4Interface(vip).ip if vip is not None else self.vip.ip
+        return [n for n in self._node_names if v in self.local_ips(n)]
 
     def mounts(self, node: str) -> list[_os.MountEntry]:
         """Mounts of the harness's disks inside ``node``'s mount namespace."""
