@@ -31,9 +31,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI
-from fastapi.responses import JSONResponse
-
 from kagemusha.domains._layout import DomainLayout
 from kagemusha.domains._procs import domain_processes, read_record, signal_procs, write_state
 from kagemusha.domains._properties import DomainProperties, load_properties
@@ -206,14 +203,16 @@ class Master:
                 await asyncio.wait_for(self.wakeup.wait(), timeout=0.1)
 
     async def run(self) -> int:
-        from kagemusha.domains._auth import basic_auth_dependency
-        from kagemusha.domains._naming import make_naming_app
-
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGUSR1, self.abort_stop)
         self.set_state("starting")
+        # NB: the app server starts first, so its startup overlaps the import of FastAPI below.
+        self.start_app_server()
+        from kagemusha.domains._auth import basic_auth_dependency
+        from kagemusha.domains._naming import make_naming_app
+
         auth = basic_auth_dependency(self.props.admin_user, self.layout.read_hash)
         servers = [quiet_server(make_admin_app(self, auth))]
         socks = [socket.socket(fileno=self.fds["admin"])]
@@ -225,7 +224,6 @@ class Master:
             for server, sock in zip(servers, socks, strict=True):
                 tg.create_task(server.serve(sockets=[sock]))
             try:
-                self.start_app_server()
                 rc = await self.supervise()
             finally:
                 for server in servers:
@@ -237,10 +235,13 @@ class Master:
 
 def make_admin_app(master: Master, auth: Any) -> Any:
     """The domain's admin API: ``GET /health``, ``GET /status``, ``POST /stop``, all behind basic auth."""
+    from fastapi import Depends, FastAPI
+    from fastapi.responses import JSONResponse
+
     app = FastAPI(title=f"kagemusha domain {master.props.name} admin", docs_url=None, redoc_url=None)
 
-    @app.get("/health", dependencies=[Depends(auth)])
-    async def health() -> JSONResponse:
+    @app.get("/health", dependencies=[Depends(auth)], response_model=None)
+    async def health() -> Any:
         ok = master.state == "running" and await app_answers(master.props.http_port)
         return JSONResponse({"state": master.state, "app": ok}, status_code=200 if ok else 503)
 
@@ -271,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(master.run())
     except Exception as exc:
         log.exception("domain=%s master failed", props.name)
+        with contextlib.suppress(Exception):
+            master.terminate_leftovers()  # never leave an app server behind without its master
         write_state(layout.state_file, "not running", detail=f"domain master failed: {exc}")
         return 1
 
