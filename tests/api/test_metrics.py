@@ -30,7 +30,10 @@ def val(m: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **la
 
 def test_metrics_follow_a_failover(make_cluster: Callable[..., LocalCluster]) -> None:
     c = make_cluster()
-    m = scrape(c, "n2")
+    deadline = time.monotonic() + 5
+    while val(m := scrape(c, "n2"), "kagemusha_lease_renew_seconds", node="n2") == 0:  # not renewed yet
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     assert val(m, "kagemusha_group_state", group="webotx1", state="online") == 1
     assert val(m, "kagemusha_group_state", group="webotx1", state="offline") == 0
     assert val(m, "kagemusha_group_owner", group="webotx1", node="n1") == 1

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -33,7 +33,7 @@ from kagemusha.store import Store, open_store
 if TYPE_CHECKING:
     from kagemusha.agent import Agent
 
-__all__ = ["create_app", "ApiState"]
+__all__ = ["ApiState", "create_app"]
 
 log = logging.getLogger("kagemusha.api")
 STATIC = Path(__file__).parent / "static"
@@ -124,7 +124,7 @@ def _state(request: Request) -> ApiState:
 _bearer = HTTPBearer(auto_error=False, description="the token in cluster.api_token_file")
 
 
-def _auth(request: Request, _: Any = Depends(_bearer)) -> None:
+def _auth(request: Request, _: Annotated[Any, Depends(_bearer)]) -> None:
     _state(request).tokens.check(request)
 
 

@@ -18,7 +18,7 @@ from fastapi import HTTPException, Request
 
 from kagemusha.config import Config
 
-__all__ = ["TokenSource", "resolve_path", "client_of", "actor_of"]
+__all__ = ["TokenSource", "actor_of", "client_of", "resolve_path"]
 
 log = logging.getLogger("kagemusha.api")
 

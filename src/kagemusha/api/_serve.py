@@ -85,7 +85,7 @@ async def serve(agent: Agent) -> None:
                 raise
             except SystemExit:  # uvicorn exits on a bind failure; it logged the OSError
                 why = "cannot listen (see the error above)"
-            except Exception as exc:  # bad certificate, ...: log, retry; never take the agent down
+            except Exception as exc:  # noqa: BLE001 - bad certificate, ...: log, retry; never take the agent down
                 why = f"{type(exc).__name__}: {exc}"
             if why != problem:
                 log.error("api not serving, retrying", extra={"kv": {"reason": why, "address": agent.config.node(agent.node).address,

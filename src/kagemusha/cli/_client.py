@@ -16,7 +16,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import httpx
 
@@ -109,7 +109,7 @@ class ApiClient:
             trust_env=False,  # NB: a proxy from the environment must not see the token or the cluster's addresses
         )
 
-    def __enter__(self) -> ApiClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -43,7 +43,7 @@ def stop_budget(config: Config) -> int:
             else:
                 try:
                     total += driver_class(r.type).default_stop_timeout
-                except Exception:  # an unknown type was reported by config validation; be generous
+                except Exception:  # noqa: BLE001 - an unknown type was reported by config validation; be generous
                     total += 60.0
         worst = max(worst, total)
     return max(90, math.ceil(worst + 30))
@@ -99,12 +99,18 @@ def _default_node(config: Config) -> str:
     return host if host in config.node_names else ""
 
 
+_NodeOpt = typer.Option(None, "--node", "-n", help="this machine's node (default: $KAGEMUSHA_NODE or the host name)")
+_UnitDirOpt = typer.Option(Path("/etc/systemd/system"), "--unit-dir", help="where to write the unit")
+_NameOpt = typer.Option("kagemusha", "--name", help="unit name (kagemusha.service)")
+_StdoutOpt = typer.Option(False, "--stdout", help="print the unit instead of writing it")
+
+
 def install_service(
     config: str = ConfigOpt,
-    node: str = typer.Option(None, "--node", "-n", help="this machine's node (default: $KAGEMUSHA_NODE or the host name)"),
-    unit_dir: Path = typer.Option(Path("/etc/systemd/system"), "--unit-dir", help="where to write the unit"),
-    name: str = typer.Option("kagemusha", "--name", help="unit name (kagemusha.service)"),
-    stdout: bool = typer.Option(False, "--stdout", help="print the unit instead of writing it"),
+    node: str = _NodeOpt,
+    unit_dir: Path = _UnitDirOpt,
+    name: str = _NameOpt,
+    stdout: bool = _StdoutOpt,
 ) -> None:
     """Write the systemd unit that runs this node's agent (default config path /etc/kagemusha/cluster.toml)."""
     cfg = get_config(config)
