@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,13 +25,20 @@ def monitor_spec(c: LocalCluster) -> dict[str, Any]:
     }
 
 
+def verify_of(c: LocalCluster) -> ssl.SSLContext | bool:
+    """What to trust for ``c``'s API: its own certificate when it serves TLS."""
+    assert c.config is not None
+    cert = c.config.cluster.tls_cert_file
+    return ssl.create_default_context(cafile=cert) if cert else True
+
+
 def wait_api(c: LocalCluster, node: str, timeout: float = 15.0) -> None:
     """Until ``node``'s API answers ``/health`` with 200 (the agent serves and is in the cluster)."""
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
         try:
-            r = httpx.get(c.api_url(node) + "/health", timeout=1.0)
+            r = httpx.get(c.api_url(node) + "/health", timeout=1.0, verify=verify_of(c))
             if r.status_code == 200:
                 return
             last = r.status_code
@@ -53,7 +61,7 @@ def start_cluster(path: Path, **kw: Any) -> LocalCluster:
 
 def client(c: LocalCluster, node: str, token: str | None = TOKEN, **kw: Any) -> httpx.Client:
     headers = {"Authorization": f"Bearer {token}".strip()} if token is not None else {}
-    return httpx.Client(base_url=c.api_url(node), headers=headers, timeout=30.0, **kw)
+    return httpx.Client(base_url=c.api_url(node), headers=headers, timeout=30.0, verify=verify_of(c), **kw)
 
 
 @pytest.fixture(scope="module")
