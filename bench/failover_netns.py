@@ -1,0 +1,489 @@
+"""Client-visible failover outage in the netns harness: kagemusha against keepalived (VRRP), side by side.
+
+Run as root: ``.venv/bin/python bench/failover_netns.py --runs 20`` (default 20 crashes per mode).
+
+Every node runs the same pre-started HTTP service (``python3 -m http.server`` on 0.0.0.0:8080,
+its page names the node). A client in its own namespace sends ``GET /`` to the VIP every 10 ms
+(new connection each time, 0.2 s timeout). The node holding the VIP loses power
+(``Harness.crash``: link down, every process killed, its addresses gone); the outage of a run
+is the time from the client's last success before the crash to its first success after it.
+The crashed node then comes back (services restarted) and the next run crashes whoever is
+active then (no failback in any mode, so runs alternate between n1 and n2).
+
+Modes:
+
+- ``kagemusha-default``: one group, a ``floating_ip`` resource only (the service is pre-started,
+  as keepalived's is), default timers: heartbeat_interval 0.2 s, heartbeat_timeout 1.0 s.
+- ``kagemusha-keepalived-timers``: the same with timers equal to keepalived's defaults:
+  heartbeat_interval 1 s (= ``advert_int 1``) and heartbeat_timeout 3.6 s. A VRRP backup
+  declares the master dead after ``master_down_interval = 3 * advert_int + skew_time`` with
+  ``skew_time = (256 - priority) / 256 * advert_int``; for the default backup priority 100
+  that is 3 + 0.61 = 3.61 s. kagemusha's lease TTL plays that role. The config timing rule
+  holds: 1 + 0.3 (store_timeout) + 0.2 (fence_margin) = 1.5 <= 3.6.
+- ``keepalived``: Debian's keepalived 2.2.x, one ``vrrp_instance`` per node, ``advert_int 1``,
+  priority 100 on both (so the skew is the default backup's), ``state BACKUP`` + ``nopreempt``
+  (no failback, like kagemusha's ``failback = "manual"``), unicast peers so VRRP stays inside
+  198.18.0.0/15, started as ``keepalived -n -l -D -P -f conf -p pid -r vrrp_pid -c checkers_pid``
+  inside each node.
+
+Also measured: a planned ``kagemusha group move`` (default timers), a few runs.
+
+Prints each run and min/median/p90/p99 per mode, with the kagemusha/keepalived ratios, and
+writes ``bench/results/failover_netns.json``. Never fails on a time; every wait is bounded.
+Only namespaces of its own harness and addresses in 198.18.0.0/15 (plus loopback) are used;
+only processes it started are stopped, by pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from kagemusha.testing.netns import Harness, unavailable_reason
+
+HTTP_PORT = 8080
+OUT = Path(__file__).resolve().parent / "results" / "failover_netns.json"
+
+CLIENT = r'''
+import http.client, json, sys, time, os
+vip, port, out, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+limit = float(sys.argv[5])
+f = open(out, "a", buffering=1)
+t_end = time.monotonic() + limit
+while time.monotonic() < t_end and not os.path.exists(stop):
+    t0 = time.monotonic()
+    ok, body = False, ""
+    try:
+        c = http.client.HTTPConnection(vip, port, timeout=0.2)
+        c.request("GET", "/", headers={"Connection": "close"})
+        r = c.getresponse()
+        body = r.read().decode(errors="replace").strip()
+        ok = r.status == 200
+        c.close()
+    except Exception as e:
+        body = type(e).__name__
+    f.write(json.dumps([time.time(), ok, body]) + "\n")
+    time.sleep(max(0.0, 0.01 - (time.monotonic() - t0)))
+'''
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def summary(xs: list[float]) -> dict[str, float] | None:
+    if not xs:
+        return None
+    return {"n": len(xs), "min": min(xs), "median": statistics.median(xs), "p90": pct(xs, 90), "p99": pct(xs, 99),
+            "max": max(xs)}
+
+
+class Bench:
+    def __init__(self, h: Harness, dir: Path) -> None:
+        self.h = h
+        self.dir = dir
+        self.vip = h.vip
+        self.http: dict[str, subprocess.Popen[bytes]] = {}
+        self.daemons: dict[str, subprocess.Popen[bytes]] = {}
+        self.client: subprocess.Popen[bytes] | None = None
+        self.client_out = dir / "client.jsonl"
+        self.client_stop = dir / "client.stop"
+
+    # -- processes (all started here, stopped here by pid) --------------------------------
+
+    def start_http(self, node: str) -> None:
+        www = self.dir / "www" / node
+        www.mkdir(parents=True, exist_ok=True)
+        (www / "index.html").write_text(f"served by {node}\n")
+        self.http[node] = self.h.popen(
+            node, [sys.executable, "-m", "http.server", str(HTTP_PORT), "--bind", "0.0.0.0"], cwd=www,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait_http(self, node: str, timeout: float = 10) -> None:
+        ip = str(self.h.address(node).ip)
+        deadline = time.monotonic() + timeout
+        code = ("import sys,urllib.request\n"
+                "urllib.request.urlopen(sys.argv[1], timeout=1).read()")
+        while time.monotonic() < deadline:
+            r = self.h.python("client", code, f"http://{ip}:{HTTP_PORT}/", check=False, timeout=5)
+            if r.returncode == 0:
+                return
+            time.sleep(0.1)
+
+    def start_client(self) -> None:
+        self.client_stop.unlink(missing_ok=True)
+        self.client = self.h.popen("client", [sys.executable, "-c", CLIENT, str(self.vip.ip), str(HTTP_PORT),
+                                              str(self.client_out), str(self.client_stop), "3600"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop_client(self) -> None:
+        self.client_stop.touch()
+        if self.client is not None:
+            try:
+                self.client.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.client.pid, signal.SIGKILL)
+                self.client.wait(5)
+        self.client = None
+
+    def records(self) -> list[tuple[float, bool, str]]:
+        out = []
+        try:
+            text = self.client_out.read_text()
+        except OSError:
+            return []
+        for line in text.splitlines():
+            try:
+                t, ok, body = json.loads(line)
+            except ValueError:
+                continue
+            out.append((float(t), bool(ok), str(body)))
+        return out
+
+    def stop_procs(self, procs: dict[str, subprocess.Popen[bytes]], sig: int = signal.SIGTERM) -> None:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(sig)
+        for p in procs.values():
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
+        procs.clear()
+
+    # -- observing --------------------------------------------------------------------------
+
+    def served_by(self, node: str, after: float, timeout: float) -> float | None:
+        """Wall time of the client's first success from ``node`` after ``after`` (None on timeout)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for t, ok, body in self.records():
+                if t > after and ok and body == f"served by {node}":
+                    return t
+            time.sleep(0.05)
+        return None
+
+    def outage(self, t_crash: float, t_back: float) -> float:
+        recs = self.records()
+        before = [t for t, ok, _ in recs if ok and t <= t_crash]
+        return t_back - (max(before) if before else t_crash)
+
+    def holder(self) -> str | None:
+        holders = self.h.vip_holders()
+        return holders[0] if len(holders) == 1 else None
+
+    # -- kagemusha ----------------------------------------------------------------------------
+
+    def kagemusha_config(self, name: str, interval: float, ttl: float) -> Path:
+        data = {
+            "cluster": {"name": name, "store": f"local:{self.dir / name / 'store.db'}",
+                        "state_dir": str(self.dir / name / "state"), "startup_wait": 1.0,
+                        "heartbeat_interval": interval, "heartbeat_timeout": ttl},
+            "nodes": [{"name": n, "address": f"{self.h.address(n).ip}:7700"} for n in self.h.nodes],
+            "groups": [{"name": "web", "nodes": list(self.h.nodes), "failback": "manual",
+                        "resources": [{"name": "fip1", "type": "floating_ip", "address": str(self.vip),
+                                       "interface": "eth0"}]}],
+        }
+        (self.dir / name).mkdir(parents=True, exist_ok=True)
+        path = self.dir / name / "cluster.toml"
+        path.write_text(tomli_w.dumps(data))
+        return path
+
+    def start_agent(self, node: str, cfg: Path) -> None:
+        log = open(cfg.parent / f"{node}.log", "ab")  # noqa: SIM115 - the child owns it
+        try:
+            self.daemons[node] = self.h.popen(
+                node, [sys.executable, "-m", "kagemusha", "agent", "--config", str(cfg), "--node", node],
+                env={"KAGEMUSHA_LOG_FORMAT": "json"}, stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+
+    def status(self, cfg: Path, node: str) -> dict[str, Any]:
+        r = self.h.run(node, [sys.executable, "-m", "kagemusha", "status", "--config", str(cfg), "--json"],
+                       check=False, timeout=30)
+        try:
+            data: dict[str, Any] = json.loads(r.stdout)
+        except ValueError:
+            return {}
+        return data
+
+    def wait_members(self, cfg: Path, node: str, want: set[str], timeout: float = 30) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.status(cfg, node)
+            up = {n["name"] for n in st.get("nodes", []) if n["state"] == "up"}
+            g = (st.get("groups") or [{}])[0]
+            if up >= want and g.get("state") == "online":
+                return True
+            time.sleep(0.2)
+        return False
+
+    def run_kagemusha(self, mode: str, interval: float, ttl: float, runs: int, moves: int = 0) -> dict[str, Any]:
+        cfg = self.kagemusha_config(mode, interval, ttl)
+        nodes = list(self.h.nodes)
+        for n in nodes:
+            self.start_http(n)
+        for n in nodes:
+            self.wait_http(n)
+        for n in nodes:
+            self.start_agent(n, cfg)
+        result: dict[str, Any] = {"heartbeat_interval": interval, "heartbeat_timeout": ttl, "crash_outage_s": [],
+                                  "move_outage_s": [], "failed_runs": 0}
+        try:
+            if not self.wait_members(cfg, nodes[0], set(nodes), timeout=40):
+                print(f"{mode}: cluster did not come up", flush=True)
+                result["failed_runs"] = runs
+                return result
+            self.start_client()
+            time.sleep(1.0)
+            for i in range(runs):
+                active = self.holder()
+                if active is None:
+                    time.sleep(1.0)
+                    active = self.holder()
+                if active is None:
+                    result["failed_runs"] += 1
+                    continue
+                survivor = next(n for n in nodes if n != active)
+                t_crash = time.time()
+                self.h.crash(active)
+                p = self.daemons.pop(active, None)
+                self.http.pop(active, None)
+                if p is not None:
+                    p.wait(5)
+                t_back = self.served_by(survivor, t_crash, timeout=30)
+                if t_back is None:
+                    print(f"{mode} run {i + 1}: no service from {survivor} within 30 s", flush=True)
+                    result["failed_runs"] += 1
+                else:
+                    out = self.outage(t_crash, t_back)
+                    result["crash_outage_s"].append(out)
+                    print(f"{mode} run {i + 1:2d}: crash of {active}: outage {out:6.3f} s", flush=True)
+                self.h.revive(active)
+                self.start_http(active)
+                self.wait_http(active)
+                self.start_agent(active, cfg)
+                self.wait_members(cfg, survivor, set(nodes), timeout=30)
+                time.sleep(0.5)
+            for i in range(moves):
+                active = self.holder()
+                if active is None:
+                    break
+                target = next(n for n in nodes if n != active)
+                t0 = time.time()
+                r = self.h.run(target, [sys.executable, "-m", "kagemusha", "group", "move", "web", "--to", target,
+                                        "--config", str(cfg)], check=False, timeout=60)
+                t_back = self.served_by(target, t0, timeout=30)
+                if r.returncode != 0 or t_back is None:
+                    print(f"{mode} move {i + 1}: failed ({r.returncode}): {r.stderr.strip()[-300:]}", flush=True)
+                    continue
+                out = self.outage(t0, t_back)
+                result["move_outage_s"].append(out)
+                print(f"{mode} move {i + 1}: {active} -> {target}: outage {out:6.3f} s", flush=True)
+                time.sleep(0.5)
+        finally:
+            self.stop_client()
+            self.stop_procs(self.daemons)
+            self.stop_procs(self.http)
+            self.client_out.unlink(missing_ok=True)
+        return result
+
+    # -- keepalived ---------------------------------------------------------------------------
+
+    def keepalived_conf(self, node: str) -> Path:
+        me = self.h.address(node).ip
+        peers = "\n".join(f"        {self.h.address(n).ip}" for n in self.h.nodes if n != node)
+        conf = f"""global_defs {{
+    router_id {node}
+    script_user root
+    enable_script_security
+}}
+vrrp_instance VI_1 {{
+    state BACKUP
+    nopreempt
+    interface eth0
+    virtual_router_id 51
+    priority 100
+    advert_int 1
+    unicast_src_ip {me}
+    unicast_peer {{
+{peers}
+    }}
+    virtual_ipaddress {{
+        {self.vip} dev eth0
+    }}
+}}
+"""
+        d = self.dir / "keepalived" / node
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "keepalived.conf").write_text(conf)
+        return d
+
+    def start_keepalived(self, node: str) -> None:
+        d = self.keepalived_conf(node)
+        log = open(d / "console.log", "ab")  # noqa: SIM115 - the child owns it
+        try:
+            self.daemons[node] = self.h.popen(
+                node, ["keepalived", "--dont-fork", "--log-console", "--log-detail", "--vrrp", "--no-syslog",
+                       f"--use-file={d / 'keepalived.conf'}", f"--pid={d / 'keepalived.pid'}",
+                       f"--vrrp_pid={d / 'vrrp.pid'}", f"--checkers_pid={d / 'checkers.pid'}"],
+                stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+
+    def wait_keepalived_state(self, node: str, state: str, since: int, timeout: float = 15) -> bool:
+        log = self.dir / "keepalived" / node / "console.log"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                text = log.read_bytes()[since:].decode(errors="replace")
+            except OSError:
+                text = ""
+            if f"Entering {state} STATE" in text:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def run_keepalived(self, runs: int) -> dict[str, Any]:
+        nodes = list(self.h.nodes)
+        for n in nodes:
+            self.start_http(n)
+        for n in nodes:
+            self.wait_http(n)
+        for n in nodes:
+            self.start_keepalived(n)
+        result: dict[str, Any] = {"advert_int": 1, "priority": 100, "crash_outage_s": [], "failed_runs": 0}
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and self.holder() is None:
+                time.sleep(0.1)
+            self.start_client()
+            time.sleep(1.0)
+            for i in range(runs):
+                active = self.holder()
+                if active is None:
+                    time.sleep(1.0)
+                    active = self.holder()
+                if active is None:
+                    result["failed_runs"] += 1
+                    continue
+                survivor = next(n for n in nodes if n != active)
+                t_crash = time.time()
+                self.h.crash(active)
+                p = self.daemons.pop(active, None)
+                self.http.pop(active, None)
+                if p is not None:
+                    p.wait(5)
+                t_back = self.served_by(survivor, t_crash, timeout=30)
+                if t_back is None:
+                    print(f"keepalived run {i + 1}: no service from {survivor} within 30 s", flush=True)
+                    result["failed_runs"] += 1
+                else:
+                    out = self.outage(t_crash, t_back)
+                    result["crash_outage_s"].append(out)
+                    print(f"keepalived run {i + 1:2d}: crash of {active}: outage {out:6.3f} s", flush=True)
+                self.h.revive(active)
+                self.start_http(active)
+                self.wait_http(active)
+                log = self.dir / "keepalived" / active / "console.log"
+                since = log.stat().st_size if log.exists() else 0
+                self.start_keepalived(active)
+                self.wait_keepalived_state(active, "BACKUP", since)
+                time.sleep(1.5)  # it has heard the master's adverts (advert_int 1) and stays backup
+        finally:
+            self.stop_client()
+            self.stop_procs(self.daemons)
+            self.stop_procs(self.http)
+            self.client_out.unlink(missing_ok=True)
+        return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=20, help="crashes per mode (default 20)")
+    ap.add_argument("--moves", type=int, default=5, help="planned group moves (default 5)")
+    ap.add_argument("--modes", default="kagemusha-default,kagemusha-keepalived-timers,keepalived",
+                    help="comma-separated subset of the modes")
+    args = ap.parse_args()
+    reason = unavailable_reason()
+    if reason is None and not Path("/usr/sbin/keepalived").exists() and "keepalived" in args.modes:
+        reason = "keepalived is not installed (Debian: apt-get install keepalived; scripts/bootstrap does)"
+    if reason is not None:
+        print(f"failover_netns: cannot run: {reason}", file=sys.stderr)
+        return 2
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    results: dict[str, Any] = {}
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="kg-bench-netns-") as tmp:
+        for mode in modes:
+            with Harness(["n1", "n2"], disks=0) as h:
+                b = Bench(h, Path(tmp) / mode)
+                b.dir.mkdir(parents=True)
+                if mode == "kagemusha-default":
+                    results[mode] = b.run_kagemusha(mode, 0.2, 1.0, args.runs, moves=args.moves)
+                elif mode == "kagemusha-keepalived-timers":
+                    results[mode] = b.run_kagemusha(mode, 1.0, 3.6, args.runs)
+                elif mode == "keepalived":
+                    results[mode] = b.run_keepalived(args.runs)
+                else:
+                    print(f"unknown mode {mode}", file=sys.stderr)
+                    continue
+            results[mode]["crash_outage"] = summary(results[mode]["crash_outage_s"])
+            if results[mode].get("move_outage_s"):
+                results[mode]["move_outage"] = summary(results[mode]["move_outage_s"])
+
+    print()
+    print(f"client-visible outage after a crash of the active node (s), {args.runs} runs per mode")
+    print(f"{'mode':30s} {'n':>3s} {'min':>7s} {'median':>7s} {'p90':>7s} {'p99':>7s}")
+    for mode in modes:
+        s = results.get(mode, {}).get("crash_outage")
+        if s:
+            print(f"{mode:30s} {s['n']:3d} {s['min']:7.3f} {s['median']:7.3f} {s['p90']:7.3f} {s['p99']:7.3f}")
+    ratios: dict[str, dict[str, float]] = {}
+    ka = results.get("keepalived", {}).get("crash_outage")
+    if ka:
+        for mode in modes:
+            s = results.get(mode, {}).get("crash_outage")
+            if s and mode != "keepalived":
+                ratios[mode] = {k: s[k] / ka[k] for k in ("min", "median", "p90", "p99") if ka[k] > 0}
+                print(f"ratio {mode}/keepalived: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios[mode].items()))
+    mv = results.get("kagemusha-default", {}).get("move_outage")
+    if mv:
+        print(f"planned `group move` (default timers), {mv['n']} runs: min {mv['min']:.3f} median {mv['median']:.3f}"
+              f" max {mv['max']:.3f} s")
+    doc = {
+        "benchmark": "failover_netns",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
+        "keepalived_version": subprocess.run(["keepalived", "--version"], check=False, capture_output=True,
+                                             text=True).stderr.splitlines()[0] if "keepalived" in modes else None,
+        "runs": args.runs,
+        "client": "GET / to the VIP every 10 ms, new connection each, 0.2 s timeout",
+        "outage": "last client success before the crash to first success from the survivor",
+        "modes": results,
+        "ratio_to_keepalived": ratios,
+        "seconds": round(time.time() - started, 1),
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"written to {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
