@@ -239,7 +239,7 @@ class ClusterControl:
             st = await self.status()
             g = next(x for x in st["groups"] if x["name"] == group)
             if ok(g):
-                return g
+                return dict(g)
             if time.monotonic() > deadline:
                 where = f" on {g['node']}" if g["node"] else ""
                 why = f" ({g['reason']})" if g.get("reason") else ""

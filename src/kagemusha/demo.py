@@ -206,7 +206,7 @@ final_action = "stop_group"
     def fetch(self) -> str:
         try:
             with urllib.request.urlopen(APP_URL, timeout=2) as r:
-                return r.read().decode().strip()
+                return str(r.read().decode().strip())
         except OSError as exc:
             return f"(no answer: {exc})"
 

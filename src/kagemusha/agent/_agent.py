@@ -73,12 +73,13 @@ class Agent:
         self.config_sha = ""
         self.config_version = 0
         self._bad_config_sha = ""
-        self.watchdog = None
-        if config.cluster.watchdog:
+        self.watchdog: Any = None
+        wd_path = config.cluster.watchdog
+        if wd_path is not None:
             from kagemusha._watchdog import Watchdog, watchdog_timeout
 
             c = config.cluster
-            self.watchdog = Watchdog(c.watchdog, watchdog_timeout(c.heartbeat_timeout, c.heartbeat_interval, c.store_timeout))
+            self.watchdog = Watchdog(wd_path, watchdog_timeout(c.heartbeat_timeout, c.heartbeat_interval, c.store_timeout))
         self.groups = {g.name: GroupRuntime.build(config, g, node) for g in config.groups if node in g.nodes}
         self.lease_id: int | None = None
         self.valid_until = 0.0  # monotonic
@@ -226,10 +227,12 @@ class Agent:
                     self._spawn(rt, self._stop(rt, Action(ActionKind.STOP, name, reason="group removed from config")))
         for name, spec in wanted.items():
             fresh = GroupRuntime.build(new, spec, self.node)
-            rt = self.groups.get(name)
-            if rt is None:
+            cur = self.groups.get(name)
+            if cur is None:
                 self.groups[name] = fresh
-            elif rt.spec.resources != spec.resources:
+                continue
+            rt = cur
+            if rt.spec.resources != spec.resources:
                 if rt.local == LocalState.STOPPED and rt.worker is None:
                     self.groups[name] = fresh
                 else:

@@ -71,17 +71,18 @@ def _semantic_errors(cfg: Config, base_dir: Path | None) -> list[tuple[str, str]
             errors.append((f"nodes[{i}].address", f'address "{n.address}" is used by more than one node'))
     node_names = set(cfg.node_names)
     for gi, g in enumerate(cfg.groups):
-        for ni, n in enumerate(g.nodes):
-            if n not in node_names:
-                errors.append((f"groups[{gi}].nodes[{ni}]", f'node "{n}" is not defined in [[nodes]] (known: {", ".join(sorted(node_names))})'))
+        for ni, gn in enumerate(g.nodes):
+            if gn not in node_names:
+                errors.append((f"groups[{gi}].nodes[{ni}]", f'node "{gn}" is not defined in [[nodes]] (known: {", ".join(sorted(node_names))})'))
         if len(set(g.nodes)) != len(g.nodes):
             errors.append((f"groups[{gi}].nodes", "a node is listed twice"))
         dupes([r.name for r in g.resources], f"groups[{gi}].resources")
         dupes([m.name for m in g.monitors], f"groups[{gi}].monitors")
-        for kind, specs, registry, lookup in (
+        kinds: tuple[tuple[str, tuple[Any, ...], dict[str, str], Any], ...] = (
             ("resources", g.resources, RESOURCES, driver_class),
             ("monitors", g.monitors, MONITORS, monitor_class),
-        ):
+        )
+        for kind, specs, registry, lookup in kinds:
             for ri, spec in enumerate(specs):
                 where = f"groups[{gi}].{kind}[{ri}]"
                 if spec.type not in registry:
