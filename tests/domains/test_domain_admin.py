@@ -79,3 +79,16 @@ def test_stopping_admin_passes_the_flags_to_user_domains(node: Node, workdir: Pa
     assert r.returncode == 0, r.stderr
     assert not alive(grandchild)
     assert not tagged_under(workdir)
+
+
+def test_admin_reports_a_domain_it_could_not_start(node: Node, workdir: Path) -> None:
+    node.create("domain1", workdir / "data1" / "domains")
+    node.run("deploy", "domain1", "no_such_module:app", check=True)
+    r = node.run("start", "admin")
+    assert r.returncode == 1
+    assert (
+        "autostart failed" in r.stderr and "domain1" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    )
+    assert _states(node) == {"admin": "running", "domain1": "not running"}
+    assert node.run("stop", "admin").returncode == 0
+    assert not tagged_under(workdir)

@@ -136,3 +136,24 @@ def test_broken_app_fails_start_with_a_reason(node: Node, workdir: Path) -> None
     assert "domain1" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not tagged_under(workdir)
     assert json.loads((root / "domain1" / "state" / "state.json").read_text())["state"] == "not running"
+
+
+def test_concurrent_starts_make_one_domain(node: Node, workdir: Path) -> None:
+    root = workdir / "data1" / "domains"
+    node.create("domain1", root)
+    import subprocess
+
+    from .conftest import KAGEMUSHA
+
+    procs = [
+        subprocess.Popen(
+            [KAGEMUSHA, "domain", "start", "domain1"], env=node.env, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    results = [(p.wait(timeout=60), p.stderr.read() if p.stderr else "") for p in procs]
+    assert [rc for rc, _ in results] == [0, 0], results
+    masters = [p for p in tagged_under(root) if "kagemusha.domains._runtime" in " ".join(p.cmdline())]
+    assert len(masters) == 1
+    assert node.run("stop", "domain1").returncode == 0
+    assert not tagged_under(workdir)

@@ -7,6 +7,7 @@ raises :class:`DomainError` (one clear line) or :class:`ConfigError` (bad proper
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pwd
 import re
@@ -15,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -326,13 +327,14 @@ def delete_domain(
     layout = reg.locate(name, domaindir)
     _check_admin_credentials(reg, admin_user, admin_password)
 
-    state = _state(layout)
-    if state is not DomainState.NOT_RUNNING:
-        raise DomainError(f"domain {name} is {state}; stop it before deleting it")
-    try:
-        shutil.rmtree(layout.dir)
-    except OSError as exc:
-        raise DomainError(f"cannot delete {layout.dir}: {exc.strerror or exc}") from exc
+    with _domain_lock(layout):
+        state = _state(layout)
+        if state is not DomainState.NOT_RUNNING:
+            raise DomainError(f"domain {name} is {state}; stop it before deleting it")
+        try:
+            shutil.rmtree(layout.dir)
+        except OSError as exc:
+            raise DomainError(f"cannot delete {layout.dir}: {exc.strerror or exc}") from exc
     reg.unregister(name)
 
 
@@ -519,9 +521,16 @@ def _app_env(layout: DomainLayout, props: DomainProperties) -> dict[str, str]:
 
 def _check_startable(layout: DomainLayout, name: str) -> DomainState | None:
     """None when the domain may be started now; else its state (already up: nothing to do)."""
-    record = read_record(layout.state_file)
-    if master_alive(record, layout.dir) is not None:
-        return DomainState(record.state) if record.state in set(DomainState) else DomainState.RUNNING
+    deadline = time.monotonic() + 10.0
+    while True:
+        record = read_record(layout.state_file)
+        if master_alive(record, layout.dir) is None:
+            break
+        if record.state != DomainState.NOT_RUNNING:
+            return DomainState(record.state) if record.state in set(DomainState) else DomainState.RUNNING
+        if time.monotonic() >= deadline:  # the master said "not running" but does not exit
+            return DomainState.STOPPING
+        time.sleep(0.05)  # a master that has just stopped: let it exit, then start afresh
     left = domain_processes(layout.dir, record)
     if left:
         raise DomainError(
@@ -529,6 +538,25 @@ def _check_startable(layout: DomainLayout, name: str) -> DomainState | None:
             " run `kagemusha domain stop --force` first"
         )
     return None
+
+
+@contextlib.contextmanager
+def _domain_lock(layout: DomainLayout) -> Iterator[None]:
+    """Serialize start and delete of one domain across processes (two starts: one domain)."""
+    layout.state.mkdir(parents=True, exist_ok=True)
+    path = layout.state / ".lock"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise DomainError(f"cannot lock {path}: {exc.strerror or exc}") from exc
+    try:
+        if os.geteuid() == 0:
+            st = os.stat(layout.state)
+            os.fchown(fd, st.st_uid, st.st_gid)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def start_domain(
@@ -562,6 +590,11 @@ def start_domain(
         return _start_admin(reg, adminonly=adminonly, wait=wait)
     layout = reg.locate(name, domaindir)
     props = _stored_props(layout)
+    with _domain_lock(layout):
+        return _start_locked(layout, props, name, wait)
+
+
+def _start_locked(layout: DomainLayout, props: DomainProperties, name: str, wait: float) -> DomainState:
     current = _check_startable(layout, name)
     if current is DomainState.STOPPING:
         raise DomainError(f"domain {name} is stopping; wait for it or stop it with --force")
@@ -869,13 +902,22 @@ def setup_domains_root(
 def _start_admin(reg: NodeRegistry, *, adminonly: bool, wait: float) -> DomainState:
     layout = reg.admin_layout
     layout.make()
+    with _domain_lock(layout):
+        _start_admin_locked(reg, layout, adminonly=adminonly, wait=wait)
+    detail = read_record(layout.state_file).detail
+    if detail.startswith("autostart failed"):
+        raise DomainError(f"the admin domain started, but {detail}")
+    return DomainState.RUNNING
+
+
+def _start_admin_locked(reg: NodeRegistry, layout: DomainLayout, *, adminonly: bool, wait: float) -> None:
     current = _check_startable(layout, ADMIN_DOMAIN)
     if current is not None:
         if current is DomainState.STOPPING:
             raise DomainError("the admin domain is stopping; wait for it or stop it with --force")
         if current is DomainState.STARTING:
             _wait_running(layout, wait)
-        return DomainState.RUNNING
+        return
     port = reg.admin_port()
     fds = {"admin": bind_listener(port, "admin domain --port").detach()}
     logs_before = _log_sizes(layout)
@@ -887,7 +929,6 @@ def _start_admin(reg: NodeRegistry, *, adminonly: bool, wait: float) -> DomainSt
     finally:
         os.close(fds["admin"])
     _wait_started(layout, proc, "the admin domain", wait, port, logs_before)
-    return DomainState.RUNNING
 
 
 def admin_started(reg: NodeRegistry) -> list[tuple[str, str]]:

@@ -75,7 +75,9 @@ class Supervisor:
                 )
         return {"name": "admin", "state": self.state, "pid": os.getpid(), "domains": domains}
 
-    def autostart(self) -> None:
+    def autostart(self) -> list[str]:
+        """Start the autostart domains; returns one ``name: reason`` per domain that failed."""
+        failed: list[str] = []
         started = admin_started(self.reg)
         for layout in self.reg.domains():
             if not is_autostart(layout):
@@ -89,6 +91,7 @@ class Supervisor:
                 start_domain(layout.name, root, registry=self.reg)
             except KagemushaError as exc:
                 log.error("domain=%s autostart failed: %s", layout.name, exc)
+                failed.append(f"{layout.name}: {exc}")
                 continue
             pid = read_record(layout.state_file).pid
             if pid is not None:
@@ -96,6 +99,7 @@ class Supervisor:
             started.append((layout.name, root))
             record_admin_started(self.reg, started)
             log.info("domain=%s started by the admin domain", layout.name)
+        return failed
 
     def stop_started(self) -> None:
         for name, root in admin_started(self.reg):
@@ -151,9 +155,8 @@ class Supervisor:
             serving = tg.create_task(server.serve(sockets=[sock]))
             reaper = tg.create_task(self.reap_children())
             try:
-                if not self.adminonly:
-                    await asyncio.to_thread(self.autostart)
-                self.set_state("running")
+                failed = await asyncio.to_thread(self.autostart) if not self.adminonly else []
+                self.set_state("running", f"autostart failed: {'; '.join(failed)}" if failed else "")
                 await self.stop_requested.wait()
                 self.set_state("stopping")
                 await asyncio.to_thread(self.stop_started)
