@@ -136,15 +136,26 @@ def test_fence_kills_at_once(harness: Harness) -> None:
     assert h.disk_holders() == []
 
 
+FSCK_COUNT = """
+from kagemusha.resources import ResourceContext, StartEnv
+from kagemusha.resources.disk import Disk, DiskParams
+
+async def main(state_dir, **params):
+    ctx = ResourceContext("c", "g", "sd1", "n", Path(state_dir))
+    seen = []
+    for _ in range(3):
+        d = Disk(DiskParams(**params), ctx)
+        await d.start(StartEnv())
+        seen.append((Path(state_dir) / "sd1.mounts-since-fsck").read_text().strip())
+        await d.stop(StartEnv())
+    return seen
+"""
+
+
 @pytest.mark.root
 def test_fsck_every_n_mounts(harness: Harness) -> None:
     h = harness
-    count = h.tmp / "state-n1" / "sd1.mounts-since-fsck"
-    seen = []
-    for _ in range(3):
-        op(h, "n1", "start", fsck="every 2")
-        seen.append(count.read_text().strip())
-        op(h, "n1", "stop", fsck="every 2")
+    seen = ns_call(h, "n1", FSCK_COUNT, state_dir=str(h.tmp / "state-n1"), **params(h, fsck="every 2"))
     # first start: count unknown -> fsck, mount (1); second: no fsck (2); third: due -> fsck, mount (1)
     assert seen == ["1", "2", "1"]
 
