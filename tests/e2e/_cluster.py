@@ -318,9 +318,9 @@ class Client:
 
 
 def outage(records: list[dict[str, Any]], after: float) -> float:
-    """Client-visible outage: from the last success before ``after`` to the first success after it."""
+    """Client-visible outage: from the last success before ``after`` to the first request sent after it that succeeded."""
     before = [r["done"] for r in records if r["ok"] and r["done"] <= after]
-    later = [r["done"] for r in records if r["ok"] and r["done"] > after]
+    later = [r["done"] for r in records if r["ok"] and r["t"] > after]
     if not before or not later:
         return float("inf")
     return min(later) - max(before)
