@@ -110,6 +110,11 @@ def test_asgi_and_wsgi_domains_side_by_side(node: Node, workdir: Path) -> None:
     with pytest.raises(DomainError, match="did not answer"):
         resolve_name("127.0.0.1", 12809, "domain1", attempts=2, delay=0.05)
     assert node.run("stop", "domain1").returncode == 0  # stopping a stopped domain succeeds
+    # after a whole life (create, start, API calls with the password, stop), no file holds it
+    for base in (root1, root2, node.registry):
+        for f in base.rglob("*"):
+            if f.is_file():
+                assert b"adminadmin" not in f.read_bytes(), f
     # logs are in the domain's logs/
     assert "state=running" in (root1 / "domain1" / "logs" / "domain.log").read_text()
     assert (root2 / "domain2" / "logs" / "access.log").read_text().count("GET /info") >= 1

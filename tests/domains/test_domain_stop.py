@@ -109,3 +109,19 @@ def _wait(pred: object, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_fencing_works_with_the_domain_directory_gone(node: Node, workdir: Path) -> None:
+    root = workdir / "data1" / "domains"
+    pids, _, grandchild = _start_stubborn(node, root)
+    moved = workdir / "unmounted"
+    (root / "domain1").rename(moved)  # as if the switchover disk had been pulled
+    reg = NodeRegistry(node.registry)
+    try:
+        assert domain_state("domain1", registry=reg) is DomainState.STOPPING
+        killed = kill_domain("domain1", registry=reg)
+        assert set(pids) <= set(killed)
+        assert not [p for p in pids if alive(p)] and not alive(grandchild)
+        assert domain_state("domain1", registry=reg) is DomainState.NOT_RUNNING
+    finally:
+        moved.rename(root / "domain1")

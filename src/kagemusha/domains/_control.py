@@ -358,10 +358,29 @@ def domain_state(
 ) -> DomainState:
     """The state of domain ``name`` (``not running`` only when no process of it is left).
 
+    The domain's directory need not be there: with the switchover disk gone, the state comes
+    from the processes tagged with it (``stopping`` if any is left, else ``not running``).
+
     Raises:
-        DomainError: no such domain.
+        DomainError: no such domain (neither on disk nor in the registry).
     """
-    return _state(_registry(registry).locate(name, domaindir))
+    layout = _layout_even_if_gone(_registry(registry), name, domaindir)
+    if not layout.exists():
+        return DomainState.STOPPING if domain_processes(layout.dir) else DomainState.NOT_RUNNING
+    return _state(layout)
+
+
+def _layout_even_if_gone(reg: NodeRegistry, name: str, domaindir: str | Path | None) -> DomainLayout:
+    """The domain's layout, also when its directory is gone (disk unmounted) but its place is known."""
+    try:
+        return reg.locate(name, domaindir)
+    except DomainError:
+        if domaindir is not None:
+            return DomainLayout(Path(domaindir).absolute() / name)
+        recorded = reg.load()["domains"].get(name)
+        if recorded:
+            return DomainLayout(Path(recorded) / name)
+        raise
 
 
 def list_domains(
@@ -740,10 +759,16 @@ def kill_domain(
     Returns:
         The pids killed (empty when nothing ran).
 
+    Works with the domain's directory gone (the disk already unmounted): its processes are
+    found by their tag, which names the directory, not by reading it.
+
     Raises:
         DomainError: no such domain, or a process of it survived.
     """
-    return kill_domain_layout(_registry(registry).locate(name, domaindir))
+    layout = _layout_even_if_gone(_registry(registry), name, domaindir)
+    if not layout.exists():
+        return kill_all(layout.dir)
+    return kill_domain_layout(layout)
 
 
 # -- health ------------------------------------------------------------------------------------
