@@ -62,7 +62,7 @@ class TokenSource:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._token: bytes | None = None
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int, int] | None = None
         self._problem = "" if path is not None else "the API is disabled: cluster.api_token_file is not set"
         self._logged: dict[tuple[str, str], float] = {}
 
@@ -74,7 +74,7 @@ class TokenSource:
             self._token, self._stamp = None, None
             self._problem = f"the API is disabled: cannot read cluster.api_token_file: {exc.strerror}"
             return
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_mode, st.st_ino)  # a chmod or a replaced file counts too
         if stamp == self._stamp:
             return
         self._stamp = stamp
