@@ -66,6 +66,7 @@ def test_login_move_and_see_a_node_die(browser: Browser, cluster: LocalCluster) 
     page.on("dialog", on_dialog)
     errors: list[Any] = []
     page.on("pageerror", lambda e: errors.append(e))
+    page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
 
     page.goto(c.api_url("n1") + "/")
     expect(page.locator("#login-form")).to_be_visible()
