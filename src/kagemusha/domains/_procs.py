@@ -112,6 +112,25 @@ def master_alive(record: ProcessRecord, domain_dir: Path) -> psutil.Process | No
         return None
 
 
+def _session_is_ours(session: int, since: float | None) -> bool:
+    """Whether session id ``session`` can still only be the domain's.
+
+    NB: Linux does not reuse a pid while it names a live session, so a session id whose leader
+    is gone can only be held by the domain's leftovers. If a process with that pid lives and was
+    not created when the master was, the pid was reused: the session is someone else's.
+    """
+    try:
+        leader = psutil.Process(session)
+    except psutil.NoSuchProcess:
+        return since is not None
+    except psutil.Error:
+        return False
+    try:
+        return since is not None and abs(leader.create_time() - since) <= 1.0
+    except psutil.Error:
+        return False
+
+
 def domain_processes(domain_dir: Path, record: ProcessRecord | None = None) -> list[psutil.Process]:
     """Every live process that provably belongs to the domain in ``domain_dir``.
 
@@ -130,6 +149,8 @@ def domain_processes(domain_dir: Path, record: ProcessRecord | None = None) -> l
         excluded.update(p.pid for p in psutil.Process(me).parents())
     session = record.session if record is not None else None
     since = record.create_time if record is not None else None
+    if session is not None and not _session_is_ours(session, since):
+        session = None
     found: list[psutil.Process] = []
     for proc in psutil.process_iter(["pid", "create_time", "status"]):
         pid = proc.info["pid"]
