@@ -157,6 +157,7 @@ function renderStatus(p) {
   const st = p.status;
   $("#cluster-name").textContent = st.cluster;
   $("#served-by").textContent = p.served_by + (p.member ? "" : " (not in the cluster)");
+  $("#footer").hidden = false;
   const b = $("#banner");
   if (!p.member) {
     b.hidden = false;
