@@ -96,3 +96,37 @@ def test_token_rotation_and_the_live_stream(tmp_path: Path) -> None:
             assert httpx.get(c.api_url("n1") + "/health").status_code == 200
     finally:
         c.close()
+
+
+def test_store_lost_health_says_503_and_reads_say_why(tmp_path: Path) -> None:
+    import sqlite3
+
+    c = LocalCluster(tmp_path / "c", nodes=("n1",), api_token=TOKEN)
+    try:
+        c.start_all()
+        c.wait_group("webotx1", "online", "n1")
+        wait_api(c, "n1")
+        holder = sqlite3.connect(c.dir / "store.db", isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # nobody can read or write the store
+        try:
+            with client(c, "n1") as http:
+                deadline = time.monotonic() + 5
+                while (r := http.get("/health")).status_code != 503:
+                    assert time.monotonic() < deadline, "still healthy without the store"
+                    time.sleep(0.05)
+                assert r.json()["member"] is False and r.json()["reason"]
+                assert http.get("/groups/webotx1/primary").status_code == 503
+                r = http.get("/cluster")
+                assert r.status_code == 503 and r.json()["detail"].startswith("cannot reach the cluster store")
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        c.wait_group("webotx1", "online", "n1", timeout=10)
+        with client(c, "n1") as http:
+            deadline = time.monotonic() + 5
+            while http.get("/groups/webotx1/primary").status_code != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert http.get("/health").status_code == 200
+    finally:
+        c.close()
