@@ -89,7 +89,10 @@ def create(
     ],
     domaindir: DomainDir = None,
     user: Annotated[str | None, typer.Option("--user", help="Admin domain user.")] = None,
-    password: Annotated[str | None, typer.Option("--password", help="Admin domain password.")] = None,
+    password: Annotated[
+        str | None,
+        typer.Option("--password", envvar="KAGEMUSHA_ADMIN_PASSWORD", help="Admin domain password."),
+    ] = None,
     port: Annotated[
         int | None, typer.Option("--port", min=1, max=65535, help="Admin domain port (6202).")
     ] = None,
@@ -110,7 +113,7 @@ def delete(
     name: Name,
     domaindir: DomainDir = None,
     user: Annotated[str | None, typer.Option("--user")] = None,
-    password: Annotated[str | None, typer.Option("--password")] = None,
+    password: Annotated[str | None, typer.Option("--password", envvar="KAGEMUSHA_ADMIN_PASSWORD")] = None,
     port: Annotated[int | None, typer.Option("--port", min=1, max=65535)] = None,
 ) -> None:
     """Delete a stopped domain and its directory (otxadmin delete-domain)."""

@@ -445,6 +445,8 @@ def _spawn(
     pw: pwd.struct_passwd | None,
 ) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
+    for secret in ("KAGEMUSHA_ADMIN_PASSWORD", "KAGEMUSHA_DOMAIN_PASSWORD"):
+        env.pop(secret, None)  # the CLI's password never reaches the domain's environment
     env[ENV_TAG] = str(layout.dir)
     env["KAGEMUSHA_DOMAIN_FDS"] = ",".join(f"{k}:{v}" for k, v in fds.items())
     env["PYTHONUNBUFFERED"] = "1"

@@ -253,8 +253,17 @@ def bind_listener(port: int, key: str, *, host: str = "0.0.0.0", backlog: int = 
 
 
 def send_signal(pid: int, sig: signal.Signals) -> bool:
+    """Signal the domain's master; False when it is gone already.
+
+    Raises:
+        DomainError: we may not signal it (the domain runs as another user and we are not root).
+    """
     try:
         os.kill(pid, sig)
         return True
     except ProcessLookupError:
         return False
+    except PermissionError as exc:
+        raise DomainError(
+            f"not allowed to signal process {pid} of the domain: run as root or as the domain's user"
+        ) from exc
