@@ -72,25 +72,39 @@ async def serve(agent: Agent) -> None:
 
     Runs in the agent's task group (``Agent.run``); never raises but ``CancelledError``.
     """
-    app = create_app(agent)
+    address = agent.config.node(agent.node).address
     problem = ""
+
+    def note(why: str) -> None:
+        nonlocal problem
+        if why != problem:
+            log.error("api not serving, retrying", extra={"kv": {"reason": why, "address": address,
+                                                                 "retry_seconds": RETRY_SECONDS}})
+            problem = why
+
+    while True:
+        try:
+            app = create_app(agent)
+            break
+        except Exception as exc:  # noqa: BLE001 - e.g. the API's store client cannot be made; never kill the agent
+            note(f"{type(exc).__name__}: {exc}")
+        await asyncio.sleep(RETRY_SECONDS)
     try:
         while True:
-            server = _Server(_uvicorn_config(agent, app))
+            server: _Server | None = None
             try:
+                server = _Server(_uvicorn_config(agent, app))
                 await server.serve()
                 why = "server stopped"
             except asyncio.CancelledError:
-                server.close_now()
+                if server is not None:
+                    server.close_now()
                 raise
             except SystemExit:  # uvicorn exits on a bind failure; it logged the OSError
                 why = "cannot listen (see the error above)"
             except Exception as exc:  # noqa: BLE001 - bad certificate, ...: log, retry; never take the agent down
                 why = f"{type(exc).__name__}: {exc}"
-            if why != problem:
-                log.error("api not serving, retrying", extra={"kv": {"reason": why, "address": agent.config.node(agent.node).address,
-                                                                     "retry_seconds": RETRY_SECONDS}})
-                problem = why
+            note(why)
             await asyncio.sleep(RETRY_SECONDS)
     finally:
         await app.state.kagemusha.close()
