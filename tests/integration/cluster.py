@@ -207,6 +207,16 @@ class LocalCluster:
     def group_status(self, name: str) -> dict[str, Any]:
         return next(g for g in self.status()["groups"] if g["name"] == name)
 
+    def wait_up(self, *nodes: str, timeout: float = 30.0) -> None:
+        """Wait until ``nodes`` are members of the cluster (their agents joined)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            up = {n["name"] for n in self.status()["nodes"] if n["state"] == "up"}
+            if set(nodes) <= up:
+                return
+            assert time.monotonic() < deadline, f"nodes {set(nodes) - up} did not join within {timeout}s"
+            time.sleep(0.05)
+
     def wait_group(self, name: str, state: str, node: str | None = None, timeout: float = 20.0) -> tuple[dict[str, Any], float]:
         deadline = time.monotonic() + timeout
         while True:

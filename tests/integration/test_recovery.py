@@ -82,8 +82,11 @@ def test_start_failure_fails_over_and_then_reports_failed(make_cluster, tmp_path
     grp["resources"].append({"name": "exec2", "type": "exec", "start": str(bad), "stop": "stop.sh",
                              "env": {"TRACE": str(c.trace_file), "SVC": svc_dir(c)}})
     c.groups = [grp]
+    c.cluster["startup_wait"] = 15.0  # n2 must not take the group before n1 joins, however slow the machine
     c.write_config()
-    c.start_all()
+    c.start("n2")  # the standby is up first, so "failed" is only reached once both nodes tried
+    c.wait_up("n2")
+    c.start("n1")
     g, _ = c.wait_group("webotx1", "failed", None, timeout=20)
     assert "exec2" in g["reason"] and "exited with 3" in g["reason"], g
     starts = c.starts("webotx1")
