@@ -34,7 +34,7 @@ def test_port_taken_the_agent_runs_and_the_api_comes_when_free(tmp_path: Path) -
             time.sleep(0.05)
         assert "Traceback" not in c.log("n1")
         blocker.close()
-        wait_api(c, "n1", timeout=15)  # retried every 5 s
+        wait_api(c, "n1", timeout=15)  # retried after 0.5 s, 1 s, 2 s, ... at most 5 s apart
         with client(c, "n1") as http:
             assert http.get("/cluster").json()["groups"][0]["node"] == "n1"
     finally:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["serve"]
 
 log = logging.getLogger("kagemusha.api")
+#: Retry a failed start after 0.5 s, doubling up to this (a port freed by a dying process comes back fast).
 RETRY_SECONDS = 5.0
 
 
@@ -74,21 +75,22 @@ async def serve(agent: Agent) -> None:
     """
     address = agent.config.node(agent.node).address
     problem = ""
+    delay = 0.5
 
-    def note(why: str) -> None:
-        nonlocal problem
+    async def retry(why: str) -> None:
+        nonlocal problem, delay
         if why != problem:
-            log.error("api not serving, retrying", extra={"kv": {"reason": why, "address": address,
-                                                                 "retry_seconds": RETRY_SECONDS}})
+            log.error("api not serving, retrying", extra={"kv": {"reason": why, "address": address}})
             problem = why
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RETRY_SECONDS)
 
     while True:
         try:
             app = create_app(agent)
             break
         except Exception as exc:  # noqa: BLE001 - e.g. the API's store client cannot be made; never kill the agent
-            note(f"{type(exc).__name__}: {exc}")
-        await asyncio.sleep(RETRY_SECONDS)
+            await retry(f"{type(exc).__name__}: {exc}")
     try:
         while True:
             server: _Server | None = None
@@ -96,6 +98,7 @@ async def serve(agent: Agent) -> None:
                 server = _Server(_uvicorn_config(agent, app))
                 await server.serve()
                 why = "server stopped"
+                delay = 0.5
             except asyncio.CancelledError:
                 if server is not None:
                     server.close_now()
@@ -104,7 +107,6 @@ async def serve(agent: Agent) -> None:
                 why = "cannot listen (see the error above)"
             except Exception as exc:  # noqa: BLE001 - bad certificate, ...: log, retry; never take the agent down
                 why = f"{type(exc).__name__}: {exc}"
-            note(why)
-            await asyncio.sleep(RETRY_SECONDS)
+            await retry(why)
     finally:
         await app.state.kagemusha.close()
