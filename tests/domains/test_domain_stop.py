@@ -14,7 +14,14 @@ import httpx
 import psutil
 import pytest
 
-from kagemusha.domains import DomainState, NodeRegistry, domain_state, kill_domain, start_domain
+from kagemusha.domains import (
+    DomainState,
+    NodeRegistry,
+    domain_state,
+    kill_domain,
+    kill_domains_under,
+    start_domain,
+)
 
 from .conftest import APPS, Node, alive, tagged_under
 
@@ -125,3 +132,17 @@ def test_fencing_works_with_the_domain_directory_gone(node: Node, workdir: Path)
         assert domain_state("domain1", registry=reg) is DomainState.NOT_RUNNING
     finally:
         moved.rename(root / "domain1")
+
+
+def test_kill_domains_under_a_disk_kills_only_that_disks_domains(node: Node, workdir: Path) -> None:
+    data1, data2 = workdir / "data1" / "domains", workdir / "data2" / "domains"
+    node.create("domain1", data1)
+    node.create("domain2", data2)
+    node.run("start", "domain1", check=True)
+    node.run("start", "domain2", check=True)
+    pids1 = [p.pid for p in tagged_under(data1)]
+    pids2 = [p.pid for p in tagged_under(data2)]
+    killed = kill_domains_under(workdir / "data1")
+    assert set(pids1) <= set(killed) and not set(pids2) & set(killed)
+    assert not [p for p in pids1 if alive(p)] and all(alive(p) for p in pids2)
+    assert node.run("stop", "domain2").returncode == 0

@@ -35,7 +35,9 @@ from kagemusha.domains._procs import (
     bind_listener,
     domain_processes,
     kill_all,
+    kill_procs,
     master_alive,
+    processes_tagged_under,
     read_record,
     reap,
     send_signal,
@@ -771,6 +773,33 @@ def kill_domain(
     if not layout.exists():
         return kill_all(layout.dir)
     return kill_domain_layout(layout)
+
+
+def kill_domains_under(path: str | Path) -> list[int]:
+    """Kill every process of every domain whose directory is under ``path``, at once (fencing).
+
+    For the disk resource's forced stop and for node fencing: ``kill_domains_under("/data1")``
+    kills whatever domains run from that switchover disk, started by the admin domain, a seed
+    script or by hand, without reading anything from the disk. The admin domain itself lives
+    in the node registry and is not touched.
+
+    Returns:
+        The pids killed.
+
+    Raises:
+        DomainError: some process survived.
+    """
+    root = Path(path).absolute()
+    killed: list[int] = []
+    for _ in range(5):
+        procs = processes_tagged_under(root)
+        if not procs:
+            return killed
+        killed.extend(kill_procs(procs))
+    left = processes_tagged_under(root)
+    if left:
+        raise DomainError(f"could not kill processes {[p.pid for p in left]} of the domains under {root}")
+    return killed
 
 
 # -- health ------------------------------------------------------------------------------------

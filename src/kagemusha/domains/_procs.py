@@ -131,6 +131,34 @@ def _session_is_ours(session: int, since: float | None) -> bool:
         return False
 
 
+def processes_tagged_under(root: Path) -> list[psutil.Process]:
+    """Every live process whose domain tag is a directory under ``root`` (e.g. a disk's mount point)."""
+    prefix = str(root).rstrip("/") + "/"
+    me = os.getpid()
+    found: list[psutil.Process] = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        if proc.info["pid"] == me or proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get(ENV_TAG, "").startswith(prefix):
+                found.append(proc)
+    return found
+
+
+def kill_procs(procs: list[psutil.Process]) -> list[int]:
+    """Freeze, then SIGKILL ``procs`` at once; wait until they are gone. Returns the pids signalled."""
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.suspend()
+    killed: list[int] = []
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+            killed.append(proc.pid)
+    wait_gone(procs, timeout=2.0)
+    return killed
+
+
 def domain_processes(domain_dir: Path, record: ProcessRecord | None = None) -> list[psutil.Process]:
     """Every live process that provably belongs to the domain in ``domain_dir``.
 
@@ -187,14 +215,7 @@ def kill_all(domain_dir: Path, record: ProcessRecord | None = None, *, rounds: i
         if not procs:
             return killed
         # Freeze first so nothing forks between the scan and the kill.
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                proc.suspend()
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-                killed.append(proc.pid)
-        wait_gone(procs, timeout=2.0)
+        killed.extend(kill_procs(procs))
     left = domain_processes(domain_dir, record)
     if left:
         raise DomainError(f"could not kill processes {[p.pid for p in left]} of {domain_dir}")
