@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kagemusha.api._auth import TokenSource, actor_of, resolve_path
 from kagemusha.api._metrics import make_registry
+from kagemusha.config import Config
 from kagemusha.control import ActionFailed, ClusterControl, UsageError, derive_status
 from kagemusha.errors import KagemushaError, StoreUnavailable
 from kagemusha.store import Store, open_store
@@ -99,13 +100,17 @@ class ApiState:
 
     def __init__(self, agent: Agent, *, store: Store | None = None) -> None:
         self.agent = agent
-        self.config = agent.config
-        c = self.config.cluster
-        self.tokens = TokenSource(resolve_path(self.config, c.api_token_file) if c.api_token_file else None)
+        c = agent.config.cluster
+        self.tokens = TokenSource(resolve_path(agent.config, c.api_token_file) if c.api_token_file else None)
         self._own_store = store is None
         self.store = store or open_store(c.store, timeout=max(c.store_timeout, 2.0))
         self.closing = asyncio.Event()
         self.registry = make_registry(agent)
+
+    @property
+    def config(self) -> Config:
+        """The agent's config now (NB: a running agent applies a new config from the store; never cache it)."""
+        return self.agent.config
 
     def control(self, request: Request) -> _ApiControl:
         return _ApiControl(self.config, self.store, by=actor_of(request))
