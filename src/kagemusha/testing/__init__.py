@@ -2,12 +2,14 @@
 
 - ``check_store(make_store)``: the store contract, against any backend.
 - ``check_driver(make_driver, params)``: the resource contract (ocf-tester's script).
+- ``MemoryStore``: an in-memory store (passes ``check_store``) for unit tests above the store.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from kagemusha.testing._memory import MemoryBackend, MemoryStore
 from kagemusha.testing._store import check_store
 
 
@@ -20,4 +22,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["check_store", "check_driver"]
+__all__ = ["MemoryBackend", "MemoryStore", "check_driver", "check_store"]
