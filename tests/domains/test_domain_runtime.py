@@ -52,6 +52,9 @@ def test_asgi_and_wsgi_domains_side_by_side(node: Node, workdir: Path) -> None:
         "domain2 running",
     ]
 
+    st = json.loads((root1 / "domain1" / "state" / "state.json").read_text())
+    assert st["state"] == "running" and st["pid"] == st["pgid"] == st["sid"]  # its own session and group
+
     # admin API: basic auth against the hash
     assert httpx.get("http://127.0.0.1:16212/status").status_code == 401
     assert httpx.get("http://127.0.0.1:16212/status", auth=("admin", "wrong")).status_code == 401

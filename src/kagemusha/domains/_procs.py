@@ -75,6 +75,9 @@ def write_state(
         data["pid"] = pid
         with contextlib.suppress(psutil.Error):
             data["create_time"] = psutil.Process(pid).create_time()
+        with contextlib.suppress(OSError):
+            data["pgid"] = os.getpgid(pid)  # == pid: the master leads its own session and group
+            data["sid"] = os.getsid(pid)
     write_json_atomic(state_file, data)
 
 
