@@ -146,3 +146,14 @@ def test_kill_domains_under_a_disk_kills_only_that_disks_domains(node: Node, wor
     assert set(pids1) <= set(killed) and not set(pids2) & set(killed)
     assert not [p for p in pids1 if alive(p)] and all(alive(p) for p in pids2)
     assert node.run("stop", "domain2").returncode == 0
+
+
+def test_app_server_crash_ends_the_domain_without_leftovers(node: Node, workdir: Path) -> None:
+    root = workdir / "data1" / "domains"
+    pids, app_pid, grandchild = _start_stubborn(node, root)
+    psutil.Process(app_pid).kill()
+    reg = NodeRegistry(node.registry)
+    assert _wait(lambda: domain_state("domain1", registry=reg) is DomainState.NOT_RUNNING, timeout=15)
+    assert not [p for p in pids if alive(p)] and not alive(grandchild)  # the master cleaned up, then exited
+    state = (root / "domain1" / "state" / "state.json").read_text()
+    assert "exited unexpectedly" in state

@@ -248,6 +248,8 @@ def create_domain(
     reg = _registry(registry)
     path = Path(properties_file)
     props = load_properties(path, name=name)
+    with reg.edit():
+        pass  # the registry must be writable before anything is created
     text = path.read_text(encoding="latin-1")
     root = Path(domaindir).absolute() if domaindir is not None else reg.path
     layout = DomainLayout(root / name)
@@ -346,6 +348,8 @@ def delete_domain(
 def _state(layout: DomainLayout) -> DomainState:
     record = read_record(layout.state_file)
     if master_alive(record, layout.dir) is not None:
+        if record.state == DomainState.NOT_RUNNING:
+            return DomainState.STOPPING  # said so, but not exited yet
         try:
             return DomainState(record.state)
         except ValueError:

@@ -107,7 +107,7 @@ class Master:
     def set_state(self, state: str, detail: str = "") -> None:
         self.state = state
         self.detail = detail
-        pid = os.getpid() if state != "not running" else None
+        pid = os.getpid()  # kept with "not running" too: the master is alive until it has exited
         extra: dict[str, Any] = {}
         if self.child is not None and state != "not running":
             extra["app_pid"] = self.child.pid
@@ -228,6 +228,8 @@ class Master:
             finally:
                 for server in servers:
                     server.should_exit = True
+        if self.state != "stopping":
+            self.set_state("stopping", self.detail)
         await asyncio.to_thread(self.terminate_leftovers)
         self.set_state("not running", self.detail)
         return rc

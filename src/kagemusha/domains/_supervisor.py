@@ -57,7 +57,7 @@ class Supervisor:
 
     def set_state(self, state: str, detail: str = "") -> None:
         self.state = state
-        pid = os.getpid() if state != "not running" else None
+        pid = os.getpid()  # kept with "not running" too: the master is alive until it has exited
         write_state(self.reg.admin_layout.state_file, state, pid=pid, detail=detail)
         log.info("domain=admin state=%s%s", state, f" detail={detail!r}" if detail else "")
 
