@@ -40,5 +40,7 @@ async def app(scope, receive, send):
     if scope["type"] != "http":
         return
     body = json.dumps({"pid": os.getpid(), "grandchild": state["grandchild"]}).encode()
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+    )
     await send({"type": "http.response.body", "body": body})
