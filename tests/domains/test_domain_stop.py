@@ -130,6 +130,18 @@ def test_fencing_works_with_the_domain_directory_gone(node: Node, workdir: Path)
         assert set(pids) <= set(killed)
         assert not [p for p in pids if alive(p)] and not alive(grandchild)
         assert domain_state("domain1", registry=reg) is DomainState.NOT_RUNNING
+        assert not (root / "domain1").exists()  # nothing recreated on the "mount point"
+    finally:
+        moved.rename(root / "domain1")
+    # the same through `stop --force` (the seed's stop.sh after the disk went away)
+    node.run("start", "domain1", check=True)
+    pids = [p.pid for p in tagged_under(root / "domain1")]
+    (root / "domain1").rename(moved)
+    try:
+        r = node.run("stop-domain", "--force", "--wait_timeout", "1", "domain1")
+        assert r.returncode == 0, r.stderr
+        assert not [p for p in pids if alive(p)]
+        assert not (root / "domain1").exists()
     finally:
         moved.rename(root / "domain1")
 

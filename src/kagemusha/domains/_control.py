@@ -675,7 +675,7 @@ def _stop_layout(layout: DomainLayout, what: str, *, force: bool, wait_timeout: 
     if master is None:
         left = domain_processes(layout.dir, record)
         if not left:
-            if record.state != DomainState.NOT_RUNNING:
+            if record.state != DomainState.NOT_RUNNING and layout.exists():
                 write_state(layout.state_file, "not running", detail=record.detail)
             return
         if force and wait_timeout <= 0:
@@ -714,7 +714,7 @@ def _stop_layout(layout: DomainLayout, what: str, *, force: bool, wait_timeout: 
     if domain_processes(layout.dir, record):
         kill_all(layout.dir, record)
     rec = read_record(layout.state_file)
-    if rec.state != DomainState.NOT_RUNNING:
+    if rec.state != DomainState.NOT_RUNNING and layout.exists():
         write_state(layout.state_file, "not running", detail=rec.detail)
 
 
@@ -739,7 +739,8 @@ def stop_domain(
     ``wait_timeout`` seconds: with ``force`` every process of the domain is killed (``0`` kills
     at once); without, the stop is abandoned and the domain keeps running. Stopping a stopped
     domain succeeds. ``admin`` first stops the user domains it started, with the same flags
-    (the seed's note 12), then itself.
+    (the seed's note 12), then itself. With the domain's directory gone (disk unmounted under
+    it), its processes are still found by their tag and stopped the same way.
 
     Raises:
         DomainError: no such domain, or it did not stop in time without ``force``.
@@ -748,14 +749,15 @@ def stop_domain(
     if name == ADMIN_DOMAIN:
         _stop_admin(reg, force=force, wait_timeout=wait_timeout)
         return
-    layout = reg.locate(name, domaindir)
+    layout = _layout_even_if_gone(reg, name, domaindir)
     _stop_layout(layout, f"domain {name}", force=force, wait_timeout=wait_timeout)
 
 
 def kill_domain_layout(layout: DomainLayout) -> list[int]:
     record = read_record(layout.state_file)
     killed = kill_all(layout.dir, record)
-    write_state(layout.state_file, "not running", detail="killed" if killed else record.detail)
+    if layout.exists():  # NB: never recreate a domain directory on an unmounted mount point
+        write_state(layout.state_file, "not running", detail="killed" if killed else record.detail)
     return killed
 
 
@@ -773,10 +775,7 @@ def kill_domain(
     Raises:
         DomainError: no such domain, or a process of it survived.
     """
-    layout = _layout_even_if_gone(_registry(registry), name, domaindir)
-    if not layout.exists():
-        return kill_all(layout.dir)
-    return kill_domain_layout(layout)
+    return kill_domain_layout(_layout_even_if_gone(_registry(registry), name, domaindir))
 
 
 def kill_domains_under(path: str | Path) -> list[int]:

@@ -69,7 +69,13 @@ def read_record(state_file: Path) -> ProcessRecord:
 def write_state(
     state_file: Path, state: str, *, pid: int | None = None, detail: str = "", **extra: Any
 ) -> None:
-    """Record the domain's state; with ``pid`` (the master) its creation time is recorded too."""
+    """Record the domain's state; with ``pid`` (the master) its creation time is recorded too.
+
+    NB: a missing ``state/`` is never recreated: the domain's disk may have been unmounted
+    under a running domain, and writing would create a stray tree on the bare mount point.
+    """
+    if not state_file.parent.is_dir():
+        return
     data: dict[str, Any] = {"state": state, "since": time.time(), "detail": detail, **extra}
     if pid is not None:
         data["pid"] = pid
