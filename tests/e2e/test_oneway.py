@@ -8,6 +8,7 @@ at no sampled moment do both nodes hold the VIP or the mount.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 
@@ -183,3 +184,38 @@ def test_disk_unmountable_on_the_standby(make_cluster: Callable[..., NsCluster])
     time.sleep(2)
     assert c.group("webotx1", "n2")["state"] == "failed"
     assert h.vip_holders() == [] and h.disk_holders() == []
+
+
+def test_domain_resource_instead_of_scripts(make_cluster: Callable[..., NsCluster]) -> None:
+    """The same group with the ``domain`` resource driving domain1 directly (no admin domain, no scripts)."""
+    c = make_cluster()
+    h = c.h
+    mp = c.mount_point(0)
+    c.create_domain(h.disk, mp, "domain1", on="n1", others=["n2"])
+    g = c.webotx_group("webotx1", ["n1", "n2"], disk=h.disk, mp=mp, vip=str(h.vip), domain="domain1", scripts="oneway")
+    g["resources"][2] = {"name": "dom1", "type": "domain", "domain": "domain1", "domaindir": f"{mp}/domains",
+                         "wait_timeout": 5, "start_wait": 30, "start_timeout": 60, "stop_timeout": 30}
+    c.groups = [g]
+    c.write_config()
+    for n in c.nodes:
+        c.start(n)
+    c.wait_group("webotx1", "online", "n1", timeout=40)
+    vip = str(h.vip.ip)
+    assert "domain1 served by n1" in c.get(vip, APP_PORTS["domain1"])
+
+    c.crash("n1")
+    c.wait_group("webotx1", "online", "n2", timeout=30)
+    assert "domain1 served by n2" in c.get(vip, APP_PORTS["domain1"])
+    c.revive("n1")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and {n["name"]: n["state"] for n in c.status()["nodes"]}.get("n1") != "up":
+        time.sleep(0.2)
+
+    # A planned move: the domain stops gracefully on n2 (stop-domain --force --wait_timeout 5), starts on n1.
+    r = h.run("n1", [sys.executable, "-m", "kagemusha", "group", "move", "webotx1", "--to", "n1", "--config",
+                     str(c.dir / "cluster.toml")], check=False, timeout=90)
+    assert r.returncode == 0, r.stdout + r.stderr + c.logs_tail()
+    c.wait_group("webotx1", "online", "n1", timeout=30)
+    assert "domain1 served by n1" in c.get(vip, APP_PORTS["domain1"])
+    assert not _domain_pids(c, "n2")
+    assert h.vip_holders() == ["n1"] and h.disk_holders() == ["n1"]
