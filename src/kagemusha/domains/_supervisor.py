@@ -96,7 +96,8 @@ class Supervisor:
             pid = read_record(layout.state_file).pid
             if pid is not None:
                 self.children.add(pid)
-            started.append((layout.name, root))
+            if (layout.name, root) not in started:
+                started.append((layout.name, root))
             record_admin_started(self.reg, started)
             log.info("domain=%s started by the admin domain", layout.name)
         return failed
