@@ -312,3 +312,14 @@ def test_replay_from_every_interruption_point() -> None:
         assert all(len(r) <= 1 for r in w.running_log)
         expected = {"n1"} if "n1" in w.alive else {"n2"}
         assert w.running_log[-1] == expected, f"cut={cut}: auto failback ends on home n1 when it is up, got {w.running_log[-1]}"
+
+
+def test_owner_key_from_a_previous_lease_is_not_ours() -> None:
+    """After a fence, etcd may still hold our old owner key: never start under it; fence if running."""
+    stale = OwnerRecord("n1", ClpEvent.START, lease=7)
+    v = replace(view("n1", owner=stale, local=LocalState.RUNNING), lease=8)
+    assert kinds(v, make_config()) == [(ActionKind.FENCE_GROUP, None)]
+    v = replace(view("n1", owner=stale), lease=8)
+    assert kinds(v, make_config()) == []
+    v = replace(view("n1", owner=OwnerRecord("n1", ClpEvent.START, lease=8)), lease=8)
+    assert kinds(v, make_config()) == [(ActionKind.START, ClpEvent.START)]

@@ -82,6 +82,7 @@ class Agent:
             self.watchdog = Watchdog(wd_path, watchdog_timeout(c.heartbeat_timeout, c.heartbeat_interval, c.store_timeout))
         self.groups = {g.name: GroupRuntime.build(config, g, node) for g in config.groups if node in g.nodes}
         self.lease_id: int | None = None
+        self._stale_leases: set[int] = set()
         self.valid_until = 0.0  # monotonic
         self.joined_at = 0.0  # wall
         self.leaving = False
@@ -283,6 +284,14 @@ class Agent:
         await asyncio.wait_for(self.store.put(self._k(f"members/{self.node}"), member, lease=lease.id), c.store_timeout)
         self.lease_id = lease.id
         self.valid_until = t0 + min(lease.ttl, c.heartbeat_timeout)
+        # A lease we gave up while the store was unreachable may still hold our keys (etcd keeps leases
+        # across its restarts): we fenced, so release them now rather than wait for their expiry.
+        for old in list(self._stale_leases):
+            try:
+                await asyncio.wait_for(self.store.revoke(old), c.store_timeout)
+                self._stale_leases.discard(old)
+            except (StoreUnavailable, TimeoutError):
+                pass
         if not self.joined_at:
             self.joined_at = time.time()
         self.fenced_reason = ""
@@ -363,7 +372,7 @@ class Agent:
             try:
                 await asyncio.wait_for(self.store.revoke(lease), self.config.cluster.store_timeout)
             except (StoreUnavailable, TimeoutError):
-                pass
+                self._stale_leases.add(lease)
 
     # -- observe / decide / act -------------------------------------------------
 
@@ -449,6 +458,7 @@ class Agent:
             standby=frozenset(snap.standby),
             leaving=self.leaving,
             joined_at=self.joined_at,
+            lease=self.lease_id,
         )
 
     def _note(self, key: str, note: str) -> None:

@@ -104,7 +104,7 @@ def parse_snapshot(kvs: list[KeyValue], revision: int, root: str) -> Snapshot:
                     event = ClpEvent(data.get("event", "START"))
                 except ValueError:
                     event = ClpEvent.START
-                g.owner = OwnerRecord(node=data["node"], event=event)
+                g.owner = OwnerRecord(node=data["node"], event=event, lease=kv.lease)
                 g.owner_revision = kv.mod_revision
                 g.owner_since = float(data.get("since", 0.0))
             elif what == "target":

@@ -47,6 +47,8 @@ class OwnerRecord:
 
     node: str
     event: ClpEvent = ClpEvent.START
+    #: the lease the key is attached to (None when unknown)
+    lease: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,9 @@ class ClusterView:
     leaving: bool = False
     #: wall time this agent joined (got its first lease); for ``startup_wait``.
     joined_at: float = 0.0
+    #: this node's current lease id (None when unknown): an owner key of ours under another lease
+    #: is from a previous incarnation (before a fence or a restart) and proves nothing.
+    lease: int | None = None
 
     def group(self, name: str) -> GroupView:
         for g in self.groups:

@@ -67,7 +67,13 @@ def decide(view: ClusterView, config: Config, now: float) -> Plan:
                 actions.append(Action(ActionKind.FENCE_GROUP, g.name, reason="no lease: cannot prove ownership"))
             continue
         owner = g.owner
-        if owner is not None and owner.node == view.node:
+        if owner is not None and owner.node == view.node and not _same_lease(owner.lease, view.lease):
+            # Our name, but a lease we no longer hold: stale until it expires. Never start under it.
+            if g.local in (LocalState.RUNNING, LocalState.STARTING, LocalState.STOP_FAILED):
+                act, note = Action(ActionKind.FENCE_GROUP, g.name, reason="owner key is from a previous lease of this node"), ""
+            else:
+                act, note = None, "waiting: owner key is from a previous lease of this node"
+        elif owner is not None and owner.node == view.node:
             act, note = _handle_owned(view, config, spec, g, now)
         elif g.local in (LocalState.RUNNING, LocalState.STARTING, LocalState.STOP_FAILED):
             holder = owner.node if owner else "nobody"
@@ -83,6 +89,10 @@ def decide(view: ClusterView, config: Config, now: float) -> Plan:
         elif note:
             notes.append(f"group={g.name} {note}")
     return Plan(tuple(actions), tuple(notes))
+
+
+def _same_lease(a: int | None, b: int | None) -> bool:
+    return a is None or b is None or a == b
 
 
 def _handle_owned(
