@@ -105,6 +105,11 @@ class Demo:
         self.kagemusha("domain", "create-domain", "--user", "admin", "--password", "adminadmin", "--port", ADMIN_PORT,
                        f"--file={props}", f"--domaindir={domains}", "domain1", node="n1")
         self.kagemusha("domain", "setup", "--domains-root", str(domains), "--port", ADMIN_PORT, node="n2")
+        import secrets
+
+        token = self.root / "api.token"
+        token.write_text(secrets.token_urlsafe(24) + "\n")
+        token.chmod(0o600)
         for name in ("start.sh", "stop.sh"):
             p = self.root / name
             p.write_text(_seed_script(name))
@@ -115,6 +120,7 @@ name = "demo"
 store = "local:{self.root}/store.db"
 state_dir = "{self.root}/state"
 startup_wait = 2.0
+api_token_file = "{self.root}/api.token"
 
 [[nodes]]
 name = "n1"
@@ -264,7 +270,9 @@ def main() -> None:
         if args.exit:
             return
         k = f"{sys.executable} -m kagemusha"
-        say("the cluster keeps running. Try, in another terminal:")
+        token = (demo.root / "api.token").read_text().strip()
+        say("the cluster keeps running. Web UI: http://127.0.0.1:37701/ (or :37702), token: " + token)
+        say("try, in another terminal:")
         print(f"""
     {k} status --config {cfg}
     {k} group move webotx1 --to n1 --config {cfg}
