@@ -5,12 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from kagemusha.domains._procs import ProcessRecord, _session_is_ours, domain_processes, kill_all
+from kagemusha.domains._procs import (
+    ProcessRecord,
+    _session_is_ours,
+    domain_processes,
+    kill_all,
+    processes_tagged_under,
+)
 
 from .conftest import alive
 
@@ -53,3 +60,43 @@ def test_session_members_count_only_while_the_session_is_provably_ours(workdir: 
     finally:
         leader.kill()
         leader.wait()
+
+
+@pytest.mark.root
+def test_another_mount_namespace_counts_only_if_it_sees_the_same_directory(workdir: Path) -> None:
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true: this test must run as root")
+        pytest.skip("needs root for unshare --mount")
+    ddir = workdir / "data1" / "domains" / "d"
+    ddir.mkdir(parents=True)
+    env = {**os.environ, "KAGEMUSHA_DOMAIN": str(ddir)}
+    # Same directory, seen from a private mount namespace: ours.
+    same = subprocess.Popen(["unshare", "--mount", "--propagation", "private", *SLEEP], env=env)
+    # Same path, but another filesystem mounted there in that namespace (another node's disk): not ours.
+    script = f'mount -t tmpfs tmpfs {workdir / "data1"} && mkdir -p {ddir} && exec "$@"'
+    other = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *SLEEP], env=env
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            cmds = {p.pid: p.cmdline() for p in psutil.Process(os.getpid()).children(recursive=True)}
+            if sum(1 for c in cmds.values() if c[:1] == [sys.executable]) == 2:
+                break
+            time.sleep(0.05)
+        sleepers = {
+            p.pid: p
+            for p in psutil.Process(os.getpid()).children(recursive=True)
+            if p.cmdline()[:1] == [sys.executable]
+        }
+        assert len(sleepers) == 2
+        found = {p.pid for p in domain_processes(ddir)}
+        same_pid = next(pid for pid in sleepers if psutil.Process(pid).ppid() == same.pid or pid == same.pid)
+        other_pid = next(pid for pid in sleepers if pid != same_pid)
+        assert same_pid in found and other_pid not in found
+        assert {p.pid for p in processes_tagged_under(workdir / "data1")} == {same_pid}
+    finally:
+        for p in (same, other):
+            p.kill()
+            p.wait()

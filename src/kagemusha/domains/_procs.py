@@ -116,6 +116,8 @@ def master_alive(record: ProcessRecord, domain_dir: Path) -> psutil.Process | No
                 return None
         except psutil.AccessDenied:
             pass  # cannot read it: the pid + creation time still prove it
+        if not _Place().ours(proc.pid, str(domain_dir)):
+            return None  # another node's domain on the same path (simulated nodes on one host)
         return proc
     except psutil.Error:
         return None
@@ -140,16 +142,63 @@ def _session_is_ours(session: int, since: float | None) -> bool:
         return False
 
 
+def _mount_ns(pid: int | str) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/mnt").st_ino
+    except OSError:
+        return None
+
+
+class _Place:
+    """Whether a tagged process runs from *our* domain directory, seen from its mount namespace.
+
+    NB: the tag is a path, and a path means a directory only within one mount namespace.
+    Nodes simulated on one host (the netns harness) share the pid namespace but not the mount
+    namespace: another node's domain on the same path is not ours. A process in our mount
+    namespace is ours by its tag alone (even with the directory gone: fencing after the disk
+    was unmounted). In another mount namespace it is ours only if the tagged path there is the
+    very directory we see (same device and inode, through ``/proc/<pid>/root``).
+    """
+
+    def __init__(self) -> None:
+        self.mine = _mount_ns("self")
+        self.stats: dict[str, tuple[int, int] | None] = {}
+
+    def _stat(self, path: str) -> tuple[int, int] | None:
+        if path not in self.stats:
+            try:
+                st = os.stat(path)
+                self.stats[path] = (st.st_dev, st.st_ino)
+            except OSError:
+                self.stats[path] = None
+        return self.stats[path]
+
+    def ours(self, pid: int, tag: str) -> bool:
+        ns = _mount_ns(pid)
+        if ns is None or ns == self.mine:
+            return True
+        here = self._stat(tag)
+        if here is None:
+            return False
+        try:
+            st = os.stat(f"/proc/{pid}/root{tag}")
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == here
+
+
 def processes_tagged_under(root: Path) -> list[psutil.Process]:
     """Every live process whose domain tag is a directory under ``root`` (e.g. a disk's mount point)."""
     prefix = str(root).rstrip("/") + "/"
     me = os.getpid()
+    place = _Place()
     found: list[psutil.Process] = []
     for proc in psutil.process_iter(["pid", "status"]):
         if proc.info["pid"] == me or proc.info["status"] == psutil.STATUS_ZOMBIE:
             continue
         with contextlib.suppress(psutil.Error):
-            if proc.environ().get(ENV_TAG, "").startswith(prefix):
+            tag = proc.environ().get(ENV_TAG, "")
+            if tag.startswith(prefix) and place.ours(proc.info["pid"], tag):
                 found.append(proc)
     return found
 
@@ -188,6 +237,7 @@ def domain_processes(domain_dir: Path, record: ProcessRecord | None = None) -> l
     since = record.create_time if record is not None else None
     if session is not None and not _session_is_ours(session, since):
         session = None
+    place = _Place()
     found: list[psutil.Process] = []
     for proc in psutil.process_iter(["pid", "create_time", "status"]):
         pid = proc.info["pid"]
@@ -195,7 +245,7 @@ def domain_processes(domain_dir: Path, record: ProcessRecord | None = None) -> l
             continue
         belongs = False
         try:
-            belongs = proc.environ().get(ENV_TAG) == tag
+            belongs = proc.environ().get(ENV_TAG) == tag and place.ours(pid, tag)
         except psutil.Error:
             pass
         if not belongs and session is not None and since is not None:
