@@ -165,3 +165,22 @@ def test_concurrent_starts_make_one_domain(node: Node, workdir: Path) -> None:
     assert len(masters) == 1
     assert node.run("stop", "domain1").returncode == 0
     assert not tagged_under(workdir)
+
+
+def test_app_that_never_answers_is_killed_after_the_start_timeout(node: Node, workdir: Path) -> None:
+    app_dir = workdir / "hangapp"
+    app_dir.mkdir()
+    (app_dir / "hang_app.py").write_text(
+        "import time\n\n\nasync def app(scope, receive, send):\n"
+        "    if scope['type'] == 'lifespan':\n"
+        "        await receive()\n"
+        "        time.sleep(600)  # blocks startup: never answers\n"
+    )
+    node.create("domain1", workdir / "data1" / "domains")
+    node.run("deploy", "domain1", "hang_app:app", "--path", str(app_dir), check=True)
+    r = node.run("start", "--timeout", "3", "domain1")
+    assert r.returncode == 1
+    assert "did not answer within 3 s" in r.stderr and "killed" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not tagged_under(workdir)
+    assert node.run("list").stdout.splitlines()[1:] == ["admin not running", "domain1 not running"]
