@@ -217,8 +217,20 @@ final_action = "stop_group"
             return f"(no answer: {exc})"
 
     def crash(self, node: str) -> float:
+        """The node dies at once: its supervisor, its agent and every process it started."""
+        import psutil
+
         p = self.procs.pop(node)
+        try:
+            tree = psutil.Process(p.pid).children(recursive=True)
+        except psutil.Error:
+            tree = []
         p.send_signal(signal.SIGKILL)
+        for child in tree:
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
         cid = self.cluster_id()
         _proc.kill_tagged({"KAGEMUSHA_CLUSTER_ID": cid, "KAGEMUSHA_NODE": node}, wait=2.0)
         t = time.time()
@@ -239,6 +251,13 @@ final_action = "stop_group"
                 p.wait(120)
             except subprocess.TimeoutExpired:
                 p.kill()
+        # Whatever a leave could not stop (it should be nothing) goes by its tags.
+        try:
+            cid = self.cluster_id()
+            for node in ("n1", "n2"):
+                _proc.kill_tagged({"KAGEMUSHA_CLUSTER_ID": cid, "KAGEMUSHA_NODE": node}, wait=2.0)
+        except Exception:  # the config may not exist if the build failed
+            pass
         self.procs.clear()
         (self.root / "agents.json").unlink(missing_ok=True)
 

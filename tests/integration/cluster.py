@@ -153,8 +153,9 @@ class LocalCluster:
 
     @staticmethod
     def agent_children(p: subprocess.Popen[bytes]) -> list[psutil.Process]:
+        """The supervisor's whole process tree (the agent and anything it left attached)."""
         try:
-            return psutil.Process(p.pid).children(recursive=False)
+            return psutil.Process(p.pid).children(recursive=True)
         except psutil.Error:
             return []
 
@@ -162,7 +163,7 @@ class LocalCluster:
         """The pid of the real agent (the supervisor's child)."""
         deadline = time.monotonic() + timeout
         while True:
-            kids = self.agent_children(self.procs[node])
+            kids = [k for k in self.agent_children(self.procs[node]) if "agent" in " ".join(k.cmdline())]
             if kids:
                 return kids[0].pid
             assert time.monotonic() < deadline, f"no agent child under the supervisor of {node}"
