@@ -93,6 +93,7 @@ class GroupRuntime:
                 cluster_id=config.cluster_id,
                 log=logging.getLogger(f"kagemusha.resource.{rs.type}"),
                 base_dir=base,
+                env=dict(config.node(node).env),
             )
             params = dict(rs.params)
             node_env = config.node(node).env
@@ -110,6 +111,8 @@ class GroupRuntime:
                 state_dir=state_root,
                 cluster_id=config.cluster_id,
                 log=logging.getLogger(f"kagemusha.monitor.{ms.type}"),
+                base_dir=base,
+                env=dict(config.node(node).env),
             )
             mparams = dict(ms.params)
             node_env = config.node(node).env

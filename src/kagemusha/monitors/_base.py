@@ -33,6 +33,10 @@ class MonitorContext:
     state_dir: Path
     cluster_id: str = ""
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("kagemusha.monitor"))
+    #: Directory relative paths in the monitor's parameters resolve against (the config file's).
+    base_dir: Path | None = None
+    #: The node's environment from ``[[nodes]] env`` (e.g. ``KAGEMUSHA_DOMAIN_REGISTRY``).
+    env: dict[str, str] = field(default_factory=dict)
 
 
 class Monitor(abc.ABC):

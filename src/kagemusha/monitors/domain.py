@@ -100,9 +100,11 @@ class DomainMonitor(Monitor):
         if p.password is not None:
             return p.password.get_secret_value()
         assert p.password_file is not None
-        # NB: relative paths resolve against the agent's working directory; config validation
-        # resolved them against cluster.toml, so give an absolute path in production.
-        return Path(p.password_file).read_text(encoding="utf-8").strip()
+        # Relative paths resolve against cluster.toml's directory, as config validation did.
+        pw = Path(p.password_file)
+        if not pw.is_absolute() and self.ctx.base_dir is not None:
+            pw = self.ctx.base_dir / pw
+        return pw.read_text(encoding="utf-8").strip()
 
     async def check(self) -> CheckResult:
         p = self.params
@@ -110,7 +112,8 @@ class DomainMonitor(Monitor):
             password = self._password()
         except OSError as exc:
             return CheckResult(False, f"cannot read password_file {p.password_file}: {exc.strerror or exc}")
-        registry = NodeRegistry(p.registry) if p.registry else NodeRegistry.from_env()
+        path = p.registry or self.ctx.env.get("KAGEMUSHA_DOMAIN_REGISTRY")
+        registry = NodeRegistry(path) if path else NodeRegistry.from_env()
         try:
             health = await asyncio.to_thread(
                 check_domain_health,

@@ -109,6 +109,8 @@ class ResourceContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("kagemusha.resource"))
     #: Directory relative paths in the resource's parameters resolve against (the config file's).
     base_dir: Path | None = None
+    #: The node's environment from ``[[nodes]] env`` (e.g. ``KAGEMUSHA_DOMAIN_REGISTRY``).
+    env: dict[str, str] = field(default_factory=dict)
 
     def tag_env(self) -> dict[str, str]:
         """Environment that marks every process started for this resource (used to find and fence them)."""

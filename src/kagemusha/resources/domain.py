@@ -129,8 +129,9 @@ class DomainResource(Resource):
 
     @property
     def _registry(self) -> NodeRegistry:
-        # Read at each call: the agent's environment is the node's (KAGEMUSHA_DOMAIN_REGISTRY).
-        return NodeRegistry(self.params.registry) if self.params.registry else NodeRegistry.from_env()
+        # Read at each call: the node's env ([[nodes]] env), else the agent's own environment.
+        path = self.params.registry or self.ctx.env.get("KAGEMUSHA_DOMAIN_REGISTRY")
+        return NodeRegistry(path) if path else NodeRegistry.from_env()
 
     def _what(self) -> str:
         return f"{self.ctx.group}/{self.ctx.resource} (domain {self.params.domain})"
