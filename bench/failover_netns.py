@@ -413,11 +413,114 @@ vrrp_instance VI_1 {{
         return result
 
 
+class EtcdBench(Bench):
+    """kagemusha on a three-member etcd (n1, n2 and the witness n3); agents on n1 and n2 only.
+
+    ``partition``: instead of a crash the active node's link is cut (its agent keeps running and must
+    fence itself); the link comes back after the survivor serves.
+    """
+
+    TIMERS = {"heartbeat_interval": 0.3, "heartbeat_timeout": 3.0, "store_timeout": 0.5, "fence_margin": 0.3}
+
+    def __init__(self, h: Harness, dir: Path, etcd: Any) -> None:
+        super().__init__(h, dir)
+        self.etcd = etcd
+
+    def kagemusha_config(self, name: str, interval: float, ttl: float) -> Path:
+        data = {
+            "cluster": {"name": name, "store": self.etcd.endpoints, "state_dir": str(self.dir / name / "state"),
+                        "startup_wait": 1.0, **self.TIMERS},
+            "nodes": [{"name": n, "address": f"{self.h.address(n).ip}:7700", "host": n} for n in ("n1", "n2")],
+            "groups": [{"name": "web", "nodes": ["n1", "n2"], "failback": "manual",
+                        "resources": [{"name": "fip1", "type": "floating_ip", "address": str(self.vip),
+                                       "interface": "eth0"}]}],
+        }
+        (self.dir / name).mkdir(parents=True, exist_ok=True)
+        path = self.dir / name / "cluster.toml"
+        path.write_text(tomli_w.dumps(data))
+        return path
+
+    def run_etcd(self, mode: str, runs: int, partition: bool) -> dict[str, Any]:
+        cfg = self.kagemusha_config(mode, 0, 0)
+        nodes = ["n1", "n2"]
+        for n in nodes:
+            self.start_http(n)
+        for n in nodes:
+            self.wait_http(n)
+        for n in nodes:
+            self.start_agent(n, cfg)
+        result: dict[str, Any] = {**self.TIMERS, "store": "etcd, 3 members (n1, n2, witness n3)",
+                                  "failure": "partition (link cut)" if partition else "crash",
+                                  "crash_outage_s": [], "failed_runs": 0}
+        try:
+            if not self.wait_members(cfg, "n1", set(nodes), timeout=40):
+                print(f"{mode}: cluster did not come up", flush=True)
+                result["failed_runs"] = runs
+                return result
+            self.start_client()
+            time.sleep(1.0)
+            for i in range(runs):
+                active = self.holder()
+                if active is None:
+                    time.sleep(1.0)
+                    active = self.holder()
+                if active is None:
+                    result["failed_runs"] += 1
+                    continue
+                survivor = next(n for n in nodes if n != active)
+                member = int(active[1:]) - 1
+                t_cut = time.time()
+                if partition:
+                    self.h.link_down(active)
+                else:
+                    self.h.crash(active)
+                    p = self.daemons.pop(active, None)
+                    self.http.pop(active, None)
+                    if p is not None:
+                        p.wait(5)
+                t_back = self.served_by(survivor, t_cut, timeout=40)
+                if t_back is None:
+                    print(f"{mode} run {i + 1}: no service from {survivor} within 40 s", flush=True)
+                    result["failed_runs"] += 1
+                else:
+                    out = self.outage(t_cut, t_back)
+                    result["crash_outage_s"].append(out)
+                    what = "partition" if partition else "crash"
+                    print(f"{mode} run {i + 1:2d}: {what} of {active}: outage {out:6.3f} s", flush=True)
+                self.h.revive(active)
+                if not partition:
+                    self.etcd.start_member(member)
+                    self.start_http(active)
+                    self.wait_http(active)
+                    self.start_agent(active, cfg)
+                else:
+                    self.etcd.wait_healthy(member)
+                self.wait_members(cfg, survivor, set(nodes), timeout=40)
+                time.sleep(1.0)
+        finally:
+            self.stop_client()
+            self.stop_procs(self.daemons)
+            self.stop_procs(self.http)
+        return result
+
+
+def run_etcd_mode(tmp: str, mode: str, runs: int) -> dict[str, Any]:
+    from kagemusha.testing.etcd import EtcdCluster
+
+    with Harness(["n1", "n2", "n3"], disks=0) as h:
+        hosts = [str(h.address(n).ip) for n in ("n1", "n2", "n3")]
+        with EtcdCluster(3, hosts=hosts, nodes=["n1", "n2", "n3"], popen=h.popen) as etcd:
+            b = EtcdBench(h, Path(tmp) / mode, etcd)
+            b.dir.mkdir(parents=True)
+            return b.run_etcd(mode, runs, partition=mode.endswith("partition"))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=20, help="crashes per mode (default 20)")
     ap.add_argument("--moves", type=int, default=5, help="planned group moves (default 5)")
-    ap.add_argument("--modes", default="kagemusha-default,kagemusha-keepalived-timers,keepalived",
+    ap.add_argument("--modes", default="kagemusha-default,kagemusha-keepalived-timers,keepalived,"
+                                       "kagemusha-etcd-crash,kagemusha-etcd-partition",
                     help="comma-separated subset of the modes")
     args = ap.parse_args()
     reason = unavailable_reason()
@@ -431,6 +534,10 @@ def main() -> int:
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="kg-bench-netns-") as tmp:
         for mode in modes:
+            if mode.startswith("kagemusha-etcd-"):
+                results[mode] = run_etcd_mode(tmp, mode, args.runs)
+                results[mode]["crash_outage"] = summary(results[mode]["crash_outage_s"])
+                continue
             with Harness(["n1", "n2"], disks=0) as h:
                 b = Bench(h, Path(tmp) / mode)
                 b.dir.mkdir(parents=True)
@@ -480,6 +587,15 @@ def main() -> int:
         "seconds": round(time.time() - started, 1),
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
+    # A run of some modes keeps the other modes' figures from earlier runs (each mode says its date).
+    for m in results.values():
+        m.setdefault("date", doc["date"])
+    try:
+        old = json.loads(OUT.read_text())
+        doc["modes"] = {**old.get("modes", {}), **results}
+        doc["ratio_to_keepalived"] = {**old.get("ratio_to_keepalived", {}), **ratios}
+    except (OSError, ValueError):
+        pass
     OUT.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"written to {OUT}")
     return 0
