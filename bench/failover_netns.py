@@ -37,6 +37,7 @@ only processes it started are stopped, by pid.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import json
 import os
 import platform
@@ -233,6 +234,46 @@ class Bench:
             time.sleep(0.2)
         return False
 
+    def crash_node(self, node: str) -> None:
+        self.h.crash(node)
+        p = self.daemons.pop(node, None)
+        self.http.pop(node, None)
+        if p is not None:
+            p.wait(5)
+
+    def restart_node(self, node: str, cfg: Path) -> None:
+        self.h.revive(node)
+        self.start_http(node)
+        self.wait_http(node)
+        self.start_agent(node, cfg)
+
+    def failure_runs(self, mode: str, cfg: Path, nodes: list[str], runs: int, result: dict[str, Any], *,
+                     fail: Callable[[str], None], recover: Callable[[str, Path], None],
+                     what: str = "crash", timeout: float = 30.0) -> None:
+        """``runs`` times: fail the node holding the VIP, measure the client's outage, bring the node back."""
+        for i in range(runs):
+            active = self.holder()
+            if active is None:
+                time.sleep(1.0)
+                active = self.holder()
+            if active is None:
+                result["failed_runs"] += 1
+                continue
+            survivor = next(n for n in nodes if n != active)
+            t_fail = time.time()
+            fail(active)
+            t_back = self.served_by(survivor, t_fail, timeout=timeout)
+            if t_back is None:
+                print(f"{mode} run {i + 1}: no service from {survivor} within {timeout:g} s", flush=True)
+                result["failed_runs"] += 1
+            else:
+                out = self.outage(t_fail, t_back)
+                result["crash_outage_s"].append(out)
+                print(f"{mode} run {i + 1:2d}: {what} of {active}: outage {out:6.3f} s", flush=True)
+            recover(active, cfg)
+            self.wait_members(cfg, survivor, set(nodes), timeout=40)
+            time.sleep(0.5)
+
     def run_kagemusha(self, mode: str, interval: float, ttl: float, runs: int, moves: int = 0) -> dict[str, Any]:
         cfg = self.kagemusha_config(mode, interval, ttl)
         nodes = list(self.h.nodes)
@@ -251,35 +292,7 @@ class Bench:
                 return result
             self.start_client()
             time.sleep(1.0)
-            for i in range(runs):
-                active = self.holder()
-                if active is None:
-                    time.sleep(1.0)
-                    active = self.holder()
-                if active is None:
-                    result["failed_runs"] += 1
-                    continue
-                survivor = next(n for n in nodes if n != active)
-                t_crash = time.time()
-                self.h.crash(active)
-                p = self.daemons.pop(active, None)
-                self.http.pop(active, None)
-                if p is not None:
-                    p.wait(5)
-                t_back = self.served_by(survivor, t_crash, timeout=30)
-                if t_back is None:
-                    print(f"{mode} run {i + 1}: no service from {survivor} within 30 s", flush=True)
-                    result["failed_runs"] += 1
-                else:
-                    out = self.outage(t_crash, t_back)
-                    result["crash_outage_s"].append(out)
-                    print(f"{mode} run {i + 1:2d}: crash of {active}: outage {out:6.3f} s", flush=True)
-                self.h.revive(active)
-                self.start_http(active)
-                self.wait_http(active)
-                self.start_agent(active, cfg)
-                self.wait_members(cfg, survivor, set(nodes), timeout=30)
-                time.sleep(0.5)
+            self.failure_runs(mode, cfg, nodes, runs, result, fail=self.crash_node, recover=self.restart_node)
             for i in range(moves):
                 active = self.holder()
                 if active is None:
@@ -459,44 +472,21 @@ class EtcdBench(Bench):
                 return result
             self.start_client()
             time.sleep(1.0)
-            for i in range(runs):
-                active = self.holder()
-                if active is None:
-                    time.sleep(1.0)
-                    active = self.holder()
-                if active is None:
-                    result["failed_runs"] += 1
-                    continue
-                survivor = next(n for n in nodes if n != active)
-                member = int(active[1:]) - 1
-                t_cut = time.time()
-                if partition:
-                    self.h.link_down(active)
-                else:
-                    self.h.crash(active)
-                    p = self.daemons.pop(active, None)
-                    self.http.pop(active, None)
-                    if p is not None:
-                        p.wait(5)
-                t_back = self.served_by(survivor, t_cut, timeout=40)
-                if t_back is None:
-                    print(f"{mode} run {i + 1}: no service from {survivor} within 40 s", flush=True)
-                    result["failed_runs"] += 1
-                else:
-                    out = self.outage(t_cut, t_back)
-                    result["crash_outage_s"].append(out)
-                    what = "partition" if partition else "crash"
-                    print(f"{mode} run {i + 1:2d}: {what} of {active}: outage {out:6.3f} s", flush=True)
-                self.h.revive(active)
-                if not partition:
-                    self.etcd.start_member(member)
-                    self.start_http(active)
-                    self.wait_http(active)
-                    self.start_agent(active, cfg)
-                else:
-                    self.etcd.wait_healthy(member)
-                self.wait_members(cfg, survivor, set(nodes), timeout=40)
-                time.sleep(1.0)
+            def cut(node: str) -> None:
+                self.h.link_down(node)
+
+            def heal(node: str, cfg: Path) -> None:
+                self.h.revive(node)
+                self.etcd.wait_healthy(int(node[1:]) - 1)
+
+            def back(node: str, cfg: Path) -> None:
+                self.etcd.start_member(int(node[1:]) - 1)
+                self.restart_node(node, cfg)
+
+            if partition:
+                self.failure_runs(mode, cfg, nodes, runs, result, fail=cut, recover=heal, what="partition", timeout=40)
+            else:
+                self.failure_runs(mode, cfg, nodes, runs, result, fail=self.crash_node, recover=back, timeout=40)
         finally:
             self.stop_client()
             self.stop_procs(self.daemons)

@@ -260,6 +260,20 @@ async def read_stored_config(store: Store, cluster: str) -> Any:
         raise ActionFailed(f"the stored config record is unreadable: {exc}") from None
 
 
+def changes_from(stored: Any, new: Config, path: str) -> list[str]:
+    """What storing ``new`` (read from ``path``) over the ``stored`` record changes, one line each."""
+    from kagemusha.config._stored import parse_stored, summarize_diff
+    from kagemusha.errors import ConfigError
+
+    old = None
+    if stored is not None:
+        try:
+            old = parse_stored(stored, local_path=path)
+        except ConfigError:  # the stored text is not valid here (e.g. a script missing): compare as new
+            old = None
+    return summarize_diff(old, new)
+
+
 async def apply_config(store: Store, path: str, *, by: str = "cli") -> tuple[Any, list[str]]:
     """Validate ``path`` and store it as the next version. Returns (record, change summary).
 
@@ -267,23 +281,17 @@ async def apply_config(store: Store, path: str, *, by: str = "cli") -> tuple[Any
         ConfigError: the file is invalid; nothing is stored.
         ActionFailed: another apply won the race (retry).
     """
-    from kagemusha.config._stored import StoredConfig, config_key, load_text, parse_stored, summarize_diff
+    from kagemusha.config._stored import StoredConfig, config_key, load_text
 
     cfg, text = load_text(path)
     cur = await read_stored_config(store, cfg.cluster.name)
     if cur is not None and cur.sha256 == StoredConfig.new(text, 0, by).sha256:
         return cur, ["no change: already applied"]
-    old = None
-    if cur is not None:
-        try:
-            old = parse_stored(cur, local_path=path)
-        except Exception:
-            old = None
+    summary = changes_from(cur, cfg, path)
     rec = StoredConfig.new(text, (cur.version if cur else 0) + 1, by)
     ok = await store.cas(config_key(cfg.cluster.name), rec.to_value(), expected_revision=cur.revision if cur else 0)
     if not ok:
         raise ActionFailed("another apply changed the config at the same time; run apply again")
-    summary = summarize_diff(old, cfg)
     await store.put(
         root_of(cfg.cluster.name) + f"events/{time.time_ns():020d}-ctl",
         json.dumps({"at": time.time(), "node": None, "group": None, "kind": "config_applied",

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.cluster import LocalCluster
+from tests.integration.cluster import LocalCluster, cluster_factory
 
 TOKEN = "kgm-test-token-3f9a1c"
 
@@ -77,15 +77,5 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCl
 
 @pytest.fixture()
 def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
-    made: list[LocalCluster] = []
-
-    def make(**kw: Any) -> LocalCluster:
-        c = start_cluster(tmp_path / f"c{len(made)}", **kw)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
-    for c in made:
-        c.assert_no_overlap()
+    with cluster_factory(tmp_path, start_cluster) as make:
+        yield make

@@ -17,6 +17,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -281,3 +283,22 @@ class LocalCluster:
             intervals.sort()
             for (s1, e1, n1), (s2, e2, n2) in zip(intervals, intervals[1:]):
                 assert n1 == n2 or s2 >= e1, f"group {group} ran on {n1} [{s1}, {e1}] and {n2} [{s2}, {e2}] at once"
+
+
+@contextmanager
+def cluster_factory(root: Path, build: Callable[..., LocalCluster]) -> Iterator[Callable[..., LocalCluster]]:
+    """Make clusters under ``root`` with ``build(path, **kw)``; on exit stop them all, then check no overlap."""
+    made: list[LocalCluster] = []
+
+    def make(**kw: Any) -> LocalCluster:
+        c = build(root / f"c{len(made)}", **kw)
+        made.append(c)
+        return c
+
+    try:
+        yield make
+    finally:
+        for c in made:
+            c.close()
+    for c in made:
+        c.assert_no_overlap()

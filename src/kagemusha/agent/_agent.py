@@ -251,18 +251,23 @@ class Agent:
                     await self._cancel_monitors(rt)
                     self._start_monitors(rt)
 
-    async def _replace(self, rt: GroupRuntime, fresh: GroupRuntime) -> None:
-        """Resources of a running group changed: stop it with the old definition; the new one starts."""
+    async def _stop_in_place(self, rt: GroupRuntime) -> bool:
+        """Stop a group's monitors and resources without releasing it. False (STOP_FAILED) if a stop failed."""
         await self._cancel_monitors(rt)
         rt.local = LocalState.STOPPING
         try:
             await rt.stop_resources()
         except StopFailed as exc:
             rt.local, rt.reason = LocalState.STOP_FAILED, str(exc)
-            return
+            return False
         rt.local = LocalState.STOPPED
-        fresh.env = rt.env
-        self.groups[rt.name] = fresh
+        return True
+
+    async def _replace(self, rt: GroupRuntime, fresh: GroupRuntime) -> None:
+        """Resources of a running group changed: stop it with the old definition; the new one starts."""
+        if await self._stop_in_place(rt):
+            fresh.env = rt.env
+            self.groups[rt.name] = fresh
 
     async def _cancel_monitors(self, rt: GroupRuntime) -> None:
         tasks, rt.monitor_tasks = rt.monitor_tasks, []
@@ -595,17 +600,8 @@ class Agent:
         self._start_monitors(rt)
 
     async def _restart(self, rt: GroupRuntime) -> None:
-        for t in rt.monitor_tasks:
-            t.cancel()
-        rt.monitor_tasks.clear()
-        rt.local = LocalState.STOPPING
-        try:
-            await rt.stop_resources()
-        except StopFailed as exc:
-            rt.local, rt.reason = LocalState.STOP_FAILED, str(exc)
-            return
-        rt.local = LocalState.STOPPED
-        await self._start(rt, rt.env.event)
+        if await self._stop_in_place(rt):
+            await self._start(rt, rt.env.event)
 
     async def _stop(self, rt: GroupRuntime, a: Action) -> None:
         for t in rt.monitor_tasks:

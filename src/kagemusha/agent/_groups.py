@@ -95,11 +95,7 @@ class GroupRuntime:
                 base_dir=base,
                 env=dict(config.node(node).env),
             )
-            params = dict(rs.params)
-            node_env = config.node(node).env
-            if node_env and rs.type == "exec":
-                params["env"] = {**node_env, **params.get("env", {})}
-            res.append((rs, drv(drv.Params.model_validate(params), ctx)))
+            res.append((rs, drv(drv.Params.model_validate(rs.params), ctx)))
         mons = []
         for ms in spec.monitors:
             mcls = monitor_class(ms.type)
@@ -114,11 +110,7 @@ class GroupRuntime:
                 base_dir=base,
                 env=dict(config.node(node).env),
             )
-            mparams = dict(ms.params)
-            node_env = config.node(node).env
-            if node_env and ms.type == "exec":
-                mparams["env"] = {**node_env, **mparams.get("env", {})}
-            mons.append(MonitorState(ms, mcls(mcls.Params.model_validate(mparams), mctx)))
+            mons.append(MonitorState(ms, mcls(mcls.Params.model_validate(ms.params), mctx)))
         rt = cls(spec=spec, node=node, resources=res, monitors=mons)
         rt.resource_states = {rs.name: "stopped" for rs, _ in res}
         return rt

@@ -104,8 +104,8 @@ def diff(
 ) -> None:
     """Show what `config apply FILE` would change. Exit 0 when nothing would change, 1 when something would."""
     from kagemusha.cli._common import config_path
-    from kagemusha.config._stored import load_text, parse_stored, summarize_diff, text_diff
-    from kagemusha.control import read_stored_config
+    from kagemusha.config._stored import load_text, text_diff
+    from kagemusha.control import changes_from, read_stored_config
 
     path = path or config_path(config)
     cfg, store = _store(path)
@@ -116,13 +116,7 @@ def diff(
 
     rec = run(go)
     _, text = load_text(path)
-    old = None
-    if rec is not None:
-        try:
-            old = parse_stored(rec, local_path=path)
-        except ConfigError:
-            old = None
-    summary = summarize_diff(old, cfg) if (rec is None or rec.toml != text) else ["no change"]
+    summary = changes_from(rec, cfg, path) if (rec is None or rec.toml != text) else ["no change"]
     for line in summary:
         out.print(line, markup=False)
     if rec is not None and rec.toml != text:

@@ -36,7 +36,7 @@ class ExecMonitor(Monitor):
         try:
             rc = await run_script(
                 ["/bin/sh", "-c", self.params.command],
-                env={**self.params.env, "KAGEMUSHA_GROUP": self.ctx.group, "KAGEMUSHA_NODE": self.ctx.node},
+                env={**self.ctx.env, **self.params.env, "KAGEMUSHA_GROUP": self.ctx.group, "KAGEMUSHA_NODE": self.ctx.node},
                 tag=tag,
                 log=quiet,
                 log_prefix=f"group={self.ctx.group} monitor={self.ctx.monitor} |",

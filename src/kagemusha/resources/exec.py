@@ -142,6 +142,7 @@ class ExecResource(Resource):
 
     def _env(self, env: StartEnv) -> dict[str, str]:
         return {
+            **self.ctx.env,  # the node's [[nodes]] env, then the resource's own
             **self.params.env,
             "CLP_EVENT": env.event.value,
             "CLP_SERVER": env.server.value,
