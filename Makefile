@@ -4,7 +4,8 @@
 bootstrap:
 	@bash scripts/bootstrap
 
-demo: bootstrap
+demo:
+	@bash scripts/bootstrap --demo
 	.venv/bin/python -m kagemusha.demo
 
 test: bootstrap
