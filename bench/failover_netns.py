@@ -480,6 +480,7 @@ class EtcdBench(Bench):
                 self.etcd.wait_healthy(int(node[1:]) - 1)
 
             def back(node: str, cfg: Path) -> None:
+                self.h.revive(node)  # link up first: the member must reach its peers
                 self.etcd.start_member(int(node[1:]) - 1)
                 self.restart_node(node, cfg)
 
