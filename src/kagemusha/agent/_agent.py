@@ -109,6 +109,10 @@ class Agent:
         Path(self.config.state_dir_of(self.node)).mkdir(parents=True, exist_ok=True)
         await self._check_stored_config()
         log.info("agent starting", extra={"kv": {"cluster": self.config.cluster.name, "groups": ",".join(self.groups)}})
+        from kagemusha.config import config_warnings
+
+        for key, msg in config_warnings(self.config):
+            log.warning("config warning", extra={"kv": {"key": key, "warning": msg}})
         await self._initial_probe()
         try:
             async with asyncio.TaskGroup() as tg:

@@ -26,6 +26,10 @@ def validate(path: str = typer.Argument(..., help="cluster.toml to check")) -> N
         print_config_errors(exc)
         err.print(f"{path}: {len(exc.errors)} error(s)", markup=False)
         raise typer.Exit(2) from None
+    from kagemusha.config import config_warnings
+
+    for loc, msg in config_warnings(cfg):
+        err.print(f"{path}: {loc}: warning: {msg}", markup=False)
     out.print(
         f"{path}: ok (cluster {cfg.cluster.name}: {len(cfg.nodes)} nodes, {len(cfg.groups)} groups)", markup=False
     )

@@ -1,6 +1,6 @@
 """``cluster.toml``: schema and loading. Every error names the file, the key and what is expected."""
 
-from kagemusha.config._load import load_config, parse_config, timing_errors
+from kagemusha.config._load import config_warnings, load_config, parse_config, timing_errors
 from kagemusha.config._schema import (
     ClusterSection,
     Config,
@@ -21,6 +21,7 @@ __all__ = [
     "MonitorSpec",
     "NodeSpec",
     "ResourceSpec",
+    "config_warnings",
     "load_config",
     "parse_config",
     "timing_errors",

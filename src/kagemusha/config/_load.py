@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from kagemusha.config._schema import Config, loc_to_path
 from kagemusha.errors import ConfigError
 
-__all__ = ["load_config", "parse_config", "timing_errors"]
+__all__ = ["config_warnings", "load_config", "parse_config", "timing_errors"]
 
 
 def _pydantic_errors(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
@@ -46,6 +46,24 @@ def timing_errors(cfg: Config) -> list[tuple[str, str]]:
             "a node that misses a renewal could not fence itself before its lease expires",
         )]
     return []
+
+
+def config_warnings(cfg: Config) -> list[tuple[str, str]]:
+    """Valid but risky settings, said by ``config validate`` and logged by the agent."""
+    from kagemusha.store._open import parse_store_url
+
+    out = []
+    c = cfg.cluster
+    if parse_store_url(c.store).scheme == "etcd" and c.heartbeat_timeout < 2.0:
+        out.append((
+            "cluster.heartbeat_timeout",
+            f"{c.heartbeat_timeout:g}s on etcd: a leader election (when a member restarts) can keep every member "
+            "from answering for about a second, and an owner that cannot renew fences itself; "
+            "3 s or more is safer (docs/fencing.md)",
+        ))
+    if c.watchdog is None and parse_store_url(c.store).scheme == "etcd":
+        out.append(("cluster.watchdog", "not set: a hung (not dead) agent is not fenced by the kernel (docs/fencing.md)"))
+    return out
 
 
 def _semantic_errors(cfg: Config, base_dir: Path | None) -> list[tuple[str, str]]:
