@@ -340,6 +340,9 @@ class Agent:
                     # Retry only if another attempt could still land before we must fence.
                     if now + c.store_timeout + c.fence_margin < self.valid_until:
                         log.warning("lease renewal failed, retrying", extra={"kv": {"error": str(exc) or "timeout"}})
+                        # NB: a store that refuses at once (connection refused) must not make this a
+                        # hot loop; a short pause still leaves time for the retry before the deadline.
+                        await asyncio.sleep(min(c.heartbeat_interval, c.store_timeout) / 4)
                         continue
                     await self._fence_all(f"cannot renew lease: {exc or 'store timeout'}")
                     break

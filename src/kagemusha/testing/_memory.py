@@ -30,20 +30,6 @@ class MemoryBackend:
     events: list[WatchEvent] = field(default_factory=list)
     next_lease: int = 1
     fail: bool = False
-    changed: asyncio.Condition | None = None
-
-    def _notify(self) -> None:
-        if self.changed is not None:
-            cond = self.changed
-
-            async def wake() -> None:
-                async with cond:
-                    cond.notify_all()
-
-            try:
-                asyncio.get_running_loop().create_task(wake())
-            except RuntimeError:
-                pass
 
     def bump(self) -> int:
         self.revision += 1
@@ -54,14 +40,12 @@ class MemoryBackend:
         old = self.kv.get(key)
         self.kv[key] = KeyValue(key, value, rev, old.create_revision if old else rev, lease)
         self.events.append(WatchEvent(WatchEventType.PUT, key, value, rev))
-        self._notify()
         return rev
 
     def remove(self, key: str) -> None:
         rev = self.bump()
         del self.kv[key]
         self.events.append(WatchEvent(WatchEventType.DELETE, key, "", rev))
-        self._notify()
 
     def reap(self) -> None:
         now = self.clock()
@@ -87,8 +71,6 @@ class MemoryStore(Store):
         b = self.backend
         if b.fail:
             raise StoreUnavailable("memory store: outage (fail=True)")
-        if b.changed is None:
-            b.changed = asyncio.Condition()
         b.reap()
         return b
 
@@ -153,12 +135,9 @@ class MemoryStore(Store):
                 nxt = e.revision + 1
                 yield e
             if not pending:
-                assert b.changed is not None
-                async with b.changed:
-                    try:
-                        await asyncio.wait_for(b.changed.wait(), 0.05)  # also re-checks lease expiry
-                    except TimeoutError:
-                        pass
+                # NB: a plain poll, not an asyncio.Condition: wait_for(cond.wait()) can swallow a
+                # cancellation on Python 3.11 and hang the task group that owns the watch.
+                await asyncio.sleep(0.01)
 
     async def close(self) -> None:
         return None
