@@ -634,15 +634,13 @@ class Agent:
         if a.target_offline:
             await self._put(f"groups/{g}/target", {"online": False, "by": f"final action on {self.node}", "at": now})
         await self._put(f"groups/{g}/last", {"node": self.node, "clean": a.clean, "at": now, "reason": a.reason})
-        rec = self.snapshot.group(g)
         key = self._k(f"groups/{g}/owner")
         try:
             cur = await self.store.get(key)
             if cur is not None and json.loads(cur.value).get("node") == self.node:
                 await self.store.delete(key, expected_revision=cur.mod_revision)
         except (StoreUnavailable, ValueError):
-            pass
-        del rec
+            pass  # not released: our lease still holds it, and the next cycle stops and releases again
         rt.request = None
         kind = "failover_from" if a.count_failover or (a.mark_failure and not a.target_offline) else "stop"
         await self._event(g, kind, a.reason)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import socket
 import time
@@ -130,4 +129,3 @@ def diff(
 
 def register(root: typer.Typer) -> None:
     root.add_typer(app, name="config")
-    _ = (asyncio, print_config_errors)
