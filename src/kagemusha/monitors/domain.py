@@ -25,7 +25,6 @@ one, but it then sits in ``cluster.toml``: prefer the file.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import ClassVar
 
@@ -35,6 +34,7 @@ from kagemusha.domains import NodeRegistry, check_domain_health
 from kagemusha.errors import DomainError
 from kagemusha.monitors._base import CheckResult, Monitor
 from kagemusha.resources._base import DriverParams
+from kagemusha.resources.domain import absolute_path
 
 __all__ = ["DomainMonitor", "DomainMonitorParams"]
 
@@ -50,12 +50,7 @@ class DomainMonitorParams(DriverParams):
     request_timeout: float = Field(default=3.0, gt=0)
     registry: str | None = None
 
-    @field_validator("domaindir", "registry")
-    @classmethod
-    def _absolute(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith("/"):
-            raise ValueError("must be an absolute path")
-        return os.path.normpath(v) if v is not None else None
+    _absolute = field_validator("domaindir", "registry")(classmethod(lambda cls, v: absolute_path(v)))
 
     @model_validator(mode="after")
     def _one_password(self) -> DomainMonitorParams:

@@ -61,6 +61,13 @@ _ENV_TAG = "KAGEMUSHA_DOMAIN"  # the tag every process of a domain carries (its 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
 
+def absolute_path(v: str | None) -> str | None:
+    """Validator for path parameters of the domain driver and monitor: absolute, normalised."""
+    if v is not None and not v.startswith("/"):
+        raise ValueError("must be an absolute path")
+    return os.path.normpath(v) if v is not None else None
+
+
 class DomainParams(DriverParams):
     """Parameters of a ``domain`` resource."""
 
@@ -82,12 +89,7 @@ class DomainParams(DriverParams):
             raise ValueError("'admin' is the node's admin domain, not a domain the cluster moves")
         return v
 
-    @field_validator("domaindir", "registry")
-    @classmethod
-    def _absolute(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith("/"):
-            raise ValueError("must be an absolute path")
-        return os.path.normpath(v) if v is not None else None
+    _absolute = field_validator("domaindir", "registry")(classmethod(lambda cls, v: absolute_path(v)))
 
 
 def _mount_ns(pid: int | str) -> int | None:
@@ -153,6 +155,23 @@ class DomainResource(Resource):
     async def _call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
+    async def _guarded(self, fn: Callable[..., Any], **kwargs: object) -> None:
+        """Run a blocking start/stop of the domain; a cancelled caller leaves nothing running.
+
+        Raises:
+            ResourceFailed: the library said no (``DomainError``).
+        """
+        worker = asyncio.ensure_future(
+            self._call(fn, self.params.domain, self.params.domaindir, registry=self._registry, **kwargs)
+        )
+        try:
+            await asyncio.shield(worker)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._kill_after_cancel(worker))
+            raise
+        except DomainError as exc:
+            raise ResourceFailed(f"{self._what()}: {exc}") from exc
+
     async def _kill_after_cancel(self, worker: asyncio.Future[Any]) -> None:
         """The caller gave up on a start/stop: let the thread finish briefly, then kill the domain."""
         with contextlib.suppress(BaseException):
@@ -184,22 +203,7 @@ class DomainResource(Resource):
                 f"{self._what()}: not present in {where} on this node (is the switchover disk mounted,"
                 " and did this node run `kagemusha domain setup`?)"
             )
-        worker = asyncio.ensure_future(
-            self._call(
-                start_domain,
-                self.params.domain,
-                self.params.domaindir,
-                wait=self.params.start_wait,
-                registry=self._registry,
-            )
-        )
-        try:
-            await asyncio.shield(worker)
-        except asyncio.CancelledError:
-            await asyncio.shield(self._kill_after_cancel(worker))
-            raise
-        except DomainError as exc:
-            raise ResourceFailed(f"{self._what()}: {exc}") from exc
+        await self._guarded(start_domain, wait=self.params.start_wait)
         self.ctx.log.info("group=%s resource=%s domain %s started", self.ctx.group, self.ctx.resource,
                           self.params.domain)
 
@@ -212,23 +216,7 @@ class DomainResource(Resource):
                     f"{self._what()}: its directory is gone but processes {left} of it still run here"
                 )
             return
-        worker = asyncio.ensure_future(
-            self._call(
-                stop_domain,
-                self.params.domain,
-                self.params.domaindir,
-                force=True,
-                wait_timeout=self.params.wait_timeout,
-                registry=self._registry,
-            )
-        )
-        try:
-            await asyncio.shield(worker)
-        except asyncio.CancelledError:
-            await asyncio.shield(self._kill_after_cancel(worker))
-            raise
-        except DomainError as exc:
-            raise ResourceFailed(f"{self._what()}: {exc}") from exc
+        await self._guarded(stop_domain, force=True, wait_timeout=self.params.wait_timeout)
 
     async def probe(self) -> Probe:
         layout = self._locate()
