@@ -22,11 +22,11 @@ import json
 import logging
 import os
 import signal
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from kagemusha._clock import Clock, SystemClock
 from kagemusha.agent._groups import GroupRuntime, StopFailed
 from kagemusha.agent._layout import Snapshot, parse_snapshot, root_of
 from kagemusha.cluster import (
@@ -60,9 +60,18 @@ class Agent:
     """
 
     def __init__(
-        self, config: Config, node: str, *, store: Store | None = None, serve_api: bool = True, apply_config: bool = False
+        self,
+        config: Config,
+        node: str,
+        *,
+        store: Store | None = None,
+        serve_api: bool = True,
+        apply_config: bool = False,
+        clock: Clock | None = None,
+        watchdog: Any = None,
     ) -> None:
         config.node(node)  # KeyError for an unknown node: the CLI checks first
+        self.clock: Clock = clock or SystemClock()
         self.config = config
         self.node = node
         self.root = root_of(config.cluster.name)
@@ -73,9 +82,9 @@ class Agent:
         self.config_sha = ""
         self.config_version = 0
         self._bad_config_sha = ""
-        self.watchdog: Any = None
+        self.watchdog: Any = watchdog
         wd_path = config.cluster.watchdog
-        if wd_path is not None:
+        if watchdog is None and wd_path is not None:
             from kagemusha._watchdog import Watchdog, watchdog_timeout
 
             c = config.cluster
@@ -288,8 +297,8 @@ class Agent:
     async def _grant(self) -> None:
         c = self.config.cluster
         lease = await asyncio.wait_for(self.store.grant_lease(c.heartbeat_timeout), c.store_timeout)
-        t0 = time.monotonic()
-        member = json.dumps({"address": self.config.node(self.node).address, "pid": os.getpid(), "since": time.time()})
+        t0 = self.clock.monotonic()
+        member = json.dumps({"address": self.config.node(self.node).address, "pid": os.getpid(), "since": self.clock.time()})
         await asyncio.wait_for(self.store.put(self._k(f"members/{self.node}"), member, lease=lease.id), c.store_timeout)
         self.lease_id = lease.id
         self.valid_until = t0 + min(lease.ttl, c.heartbeat_timeout)
@@ -302,7 +311,7 @@ class Agent:
             except (StoreUnavailable, TimeoutError):
                 pass
         if not self.joined_at:
-            self.joined_at = time.time()
+            self.joined_at = self.clock.time()
         self.fenced_reason = ""
         log.info("joined the cluster", extra={"kv": {"lease": lease.id, "ttl": lease.ttl}})
         await self._event(None, "node_up", f"node {self.node} joined")
@@ -319,16 +328,16 @@ class Agent:
                     await self._grant()
                 except (StoreUnavailable, TimeoutError, LeaseExpired) as exc:
                     self._note("lease", f"cannot get a lease: {exc or 'timeout'}")
-                    await asyncio.sleep(c.heartbeat_interval)
+                    await self.clock.sleep(c.heartbeat_interval)
                     continue
-            await asyncio.sleep(c.heartbeat_interval)
+            await self.clock.sleep(c.heartbeat_interval)
             if self.lease_id is None:
                 continue
             while True:
-                sent = time.monotonic()
+                sent = self.clock.monotonic()
                 try:
                     ttl = await asyncio.wait_for(self.store.keepalive(self.lease_id), c.store_timeout)
-                    self.statistics["lease_renew_seconds"] = time.monotonic() - sent
+                    self.statistics["lease_renew_seconds"] = self.clock.monotonic() - sent
                     self.valid_until = sent + min(ttl, c.heartbeat_timeout)
                     self._feed_watchdog()
                     break
@@ -336,13 +345,13 @@ class Agent:
                     await self._fence_all("lease expired at the store")
                     break
                 except (StoreUnavailable, TimeoutError) as exc:
-                    now = time.monotonic()
+                    now = self.clock.monotonic()
                     # Retry only if another attempt could still land before we must fence.
                     if now + c.store_timeout + c.fence_margin < self.valid_until:
                         log.warning("lease renewal failed, retrying", extra={"kv": {"error": str(exc) or "timeout"}})
                         # NB: a store that refuses at once (connection refused) must not make this a
                         # hot loop; a short pause still leaves time for the retry before the deadline.
-                        await asyncio.sleep(min(c.heartbeat_interval, c.store_timeout) / 4)
+                        await self.clock.sleep(min(c.heartbeat_interval, c.store_timeout) / 4)
                         continue
                     await self._fence_all(f"cannot renew lease: {exc or 'store timeout'}")
                     break
@@ -363,7 +372,7 @@ class Agent:
         """Stop every resource at once (no scripts) and forget the lease."""
         if self.lease_id is None and self.fenced_reason:
             return
-        t0 = time.monotonic()
+        t0 = self.clock.monotonic()
         self.fenced_reason = reason
         self.statistics["fences"] += 1
         lease, self.lease_id = self.lease_id, None
@@ -378,7 +387,7 @@ class Agent:
                 log.error("fence problems", extra={"kv": {"group": rt.name, "problems": "; ".join(problems)}})
         log.error(
             "fenced: stopped every resource",
-            extra={"kv": {"decision": "fence", "reason": reason, "seconds": round(time.monotonic() - t0, 3)}},
+            extra={"kv": {"decision": "fence", "reason": reason, "seconds": round(self.clock.monotonic() - t0, 3)}},
         )
         if lease is not None:
             try:
@@ -395,7 +404,7 @@ class Agent:
                 async for _ in self.store.watch(self.root):
                     self._kick.set()
             except StoreUnavailable:
-                await asyncio.sleep(self.config.cluster.heartbeat_interval)
+                await self.clock.sleep(self.config.cluster.heartbeat_interval)
 
     async def _decision_loop(self) -> None:
         c = self.config.cluster
@@ -430,18 +439,18 @@ class Agent:
 
     async def _cycle(self) -> None:
         c = self.config.cluster
-        t0 = time.monotonic()
+        t0 = self.clock.monotonic()
         epochs = {name: rt.epoch for name, rt in self.groups.items()}
         try:
             kvs, rev = await asyncio.wait_for(self.store.get_prefix(self.root), c.store_timeout)
         except (StoreUnavailable, TimeoutError) as exc:
             self._note("store", f"cannot read the store: {exc or 'timeout'}")
             return
-        self.statistics["store_request_seconds"] = time.monotonic() - t0
+        self.statistics["store_request_seconds"] = self.clock.monotonic() - t0
         self.snapshot = parse_snapshot(kvs, rev, self.root)
         await self._maybe_reconfigure(self.snapshot.config)
         view = self.build_view(self.snapshot)
-        plan = decide(view, self.config, time.time())
+        plan = decide(view, self.config, self.clock.time())
         self._log_plan(plan)
         for action in plan.actions:
             rt = self.groups.get(action.group or "")
@@ -514,7 +523,7 @@ class Agent:
             return
         if a.kind == ActionKind.TAKE:
             assert a.event is not None
-            owner = json.dumps({"node": self.node, "event": a.event.value, "since": time.time()})
+            owner = json.dumps({"node": self.node, "event": a.event.value, "since": self.clock.time()})
             try:
                 won = await self.store.cas(self._k(f"groups/{rt.name}/owner"), owner, expected_revision=0, lease=self.lease_id)
             except (StoreUnavailable, LeaseExpired) as exc:
@@ -524,7 +533,7 @@ class Agent:
                 log.info("lost the race to take the group", extra={"kv": {"group": rt.name}})
                 return
             rec = self.snapshot.group(rt.name)
-            await self._put(f"groups/{rt.name}/last", {"node": self.node, "clean": False, "at": time.time(), "reason": "running"})
+            await self._put(f"groups/{rt.name}/last", {"node": self.node, "clean": False, "at": self.clock.time(), "reason": "running"})
             if rec.move_to is not None:
                 await self._safe(self.store.delete(self._k(f"groups/{rt.name}/move")))
             await self._event(rt.name, "failover" if a.event == ClpEvent.FAILOVER else "start", a.reason)
@@ -534,7 +543,7 @@ class Agent:
             self._spawn(rt, self._start(rt, a.event))
         elif a.kind == ActionKind.RESTART:
             rt.request = None
-            rt.restarts.append(time.time())
+            rt.restarts.append(self.clock.time())
             rt.stats["restarts"] += 1
             await self._event(rt.name, "restart", a.reason)
             self._spawn(rt, self._restart(rt))
@@ -584,7 +593,7 @@ class Agent:
         rt.local = LocalState.STARTING
         rt.reason = ""
         await self._write_status(rt)
-        t0 = time.monotonic()
+        t0 = self.clock.monotonic()
         try:
             await rt.start_resources(event)
         except StopFailed as exc:
@@ -595,14 +604,14 @@ class Agent:
             log.error("group start failed", extra={"kv": {"group": rt.name, "reason": str(exc)}})
             return
         rt.local = LocalState.RUNNING
-        took = time.monotonic() - t0
+        took = self.clock.monotonic() - t0
         rt.stats["starts"] += 1
         rt.stats["last_start_seconds"] = took
         if event == ClpEvent.FAILOVER:
             rt.stats["failovers"] += 1
             rt.stats["last_failover_seconds"] = took
         log.info("group online", extra={"kv": {"group": rt.name, "event": event.value,
-                                                "seconds": round(time.monotonic() - t0, 3)}})
+                                                "seconds": round(self.clock.monotonic() - t0, 3)}})
         await self._event(rt.name, "online", f"online on {self.node} ({event.value})")
         self._start_monitors(rt)
 
@@ -624,7 +633,7 @@ class Agent:
             log.error("group stop failed: fencing", extra={"kv": {"group": rt.name, "reason": str(exc)}})
             return
         rt.local = LocalState.STOPPED
-        now = time.time()
+        now = self.clock.time()
         g = rt.name
         if a.mark_failure:
             await self._put(f"groups/{g}/failures/{self.node}", {"at": now, "reason": a.reason})
@@ -656,7 +665,7 @@ class Agent:
     async def _monitor_loop(self, rt: GroupRuntime, ms: Any) -> None:
         spec = ms.spec
         while rt.local == LocalState.RUNNING:
-            await asyncio.sleep(spec.interval)
+            await self.clock.sleep(spec.interval)
             if rt.local != LocalState.RUNNING:
                 return
             ms.suspended = (rt.name, spec.name) in self.snapshot.suspended
@@ -671,7 +680,7 @@ class Agent:
             except Exception as exc:  # a monitor that raises counts as failed
                 ok, detail = False, f"monitor error: {exc}"
             changed = ms.last_ok is not ok
-            ms.last_ok, ms.last_detail, ms.last_at = ok, detail, time.time()
+            ms.last_ok, ms.last_detail, ms.last_at = ok, detail, self.clock.time()
             if ok and changed:
                 await self._write_status(rt)
             if ok:
@@ -705,16 +714,16 @@ class Agent:
         await self._safe(self.store.put(self._k(rel), json.dumps(data)))
 
     async def _write_status(self, rt: GroupRuntime) -> None:
-        rec = {**rt.status_record(), "at": time.time()}
+        rec = {**rt.status_record(), "at": self.clock.time()}
         # Only the node that runs (or ran) the group writes its status.
         owner = self.snapshot.group(rt.name).owner
         if owner is None or owner.node == self.node or rt.local != LocalState.STOPPED:
             await self._put(f"groups/{rt.name}/status", rec)
 
     async def _event(self, group: str | None, kind: str, reason: str, by: str | None = None) -> None:
-        at = time.time()
+        at = self.clock.time()
         await self._put(
-            f"events/{time.time_ns():020d}-{self.node}",
+            f"events/{int(self.clock.time() * 1e9):020d}-{self.node}",
             {"at": at, "node": self.node, "group": group, "kind": kind, "reason": reason, "by": by or f"agent {self.node}"},
         )
         if len(self.snapshot.events) > EVENTS_KEPT and self.node == min(self.snapshot.members or [self.node]):
