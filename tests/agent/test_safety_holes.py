@@ -258,3 +258,20 @@ def test_a_config_that_ignores_the_renewal_round_trip_is_refused(tmp_path: Path)
     # 0.3 s and the next attempt 0.3 s more: the fence would start after the lease expired.
     with pytest.raises(ConfigError, match="2 \\* cluster.store_timeout"):
         config(tmp_path, heartbeat_interval=0.2, heartbeat_timeout=0.7, store_timeout=0.3, fence_margin=0.2)
+
+
+# -- the group's local state machine ---------------------------------------------------------------
+
+
+def test_the_group_state_machine_refuses_a_jump(tmp_path: Path) -> None:
+    from kagemusha.agent._groups import GroupRuntime, InvalidTransition
+
+    cfg = config(tmp_path)
+    rt = GroupRuntime.build(cfg, cfg.group("g"), "n1")
+    with pytest.raises(InvalidTransition):
+        rt.local = LocalState.RUNNING  # stopped -> running skips starting
+    rt.local = LocalState.STARTING
+    rt.local = LocalState.FENCING  # any state may be fenced
+    with pytest.raises(InvalidTransition):
+        rt.local = LocalState.RUNNING  # a fence ends only in stopped, once proven
+    rt.local = LocalState.STOPPED

@@ -24,13 +24,31 @@ from kagemusha.resources import (
     driver_class,
 )
 
-__all__ = ["GroupRuntime", "MonitorState", "StopFailed"]
+__all__ = ["TRANSITIONS", "GroupRuntime", "InvalidTransition", "MonitorState", "StopFailed"]
 
 log = logging.getLogger("kagemusha.group")
 
 
 class StopFailed(KagemushaError):
     """A resource could not be stopped: the node must fence itself before anyone else starts the group."""
+
+
+class InvalidTransition(KagemushaError):
+    """A bug: the agent moved a group between local states the state machine does not allow."""
+
+
+_S = LocalState
+#: The group's local state machine. Any state may also go to STOP_FAILED (a worker crashed: the node
+#: fences) and to FENCING; FENCING leaves only to STOPPED, once the fence is proven.
+TRANSITIONS: dict[LocalState, frozenset[LocalState]] = {
+    _S.STOPPED: frozenset({_S.STARTING, _S.STOPPING}),
+    _S.STARTING: frozenset({_S.RUNNING, _S.START_FAILED}),
+    _S.RUNNING: frozenset({_S.STOPPING}),
+    _S.STOPPING: frozenset({_S.STOPPED}),
+    _S.START_FAILED: frozenset({_S.STOPPING}),
+    _S.STOP_FAILED: frozenset({_S.STOPPING}),
+    _S.FENCING: frozenset({_S.STOPPED}),
+}
 
 
 @dataclass
@@ -61,7 +79,7 @@ class GroupRuntime:
     node: str
     resources: list[tuple[ResourceSpec, Resource]]
     monitors: list[MonitorState]
-    local: LocalState = LocalState.STOPPED
+    state: LocalState = LocalState.STOPPED
     reason: str = ""
     env: StartEnv = field(default_factory=StartEnv)
     resource_states: dict[str, str] = field(default_factory=dict)
@@ -118,6 +136,18 @@ class GroupRuntime:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def local(self) -> LocalState:
+        """The group's state on this node; every change goes through ``TRANSITIONS``."""
+        return self.state
+
+    @local.setter
+    def local(self, new: LocalState) -> None:
+        old = self.state
+        if new != old and new not in (LocalState.STOP_FAILED, LocalState.FENCING) and new not in TRANSITIONS[old]:
+            raise InvalidTransition(f"group {self.name}: {old.value} -> {new.value} is not a transition")
+        self.state = new
 
     def start_env(self, event: ClpEvent) -> StartEnv:
         server = ClpServer.HOME if self.spec.home == self.node else ClpServer.OTHER
