@@ -626,7 +626,7 @@ class Agent:
         self._log_plan(plan)
         for action in plan.actions:
             rt = self.groups.get(action.group or "")
-            if rt is not None and rt.epoch != epochs[rt.name] and action.kind != ActionKind.FENCE_GROUP:
+            if rt is not None and rt.epoch != epochs.get(rt.name, -1) and action.kind != ActionKind.FENCE_GROUP:
                 continue  # a worker finished after the snapshot was read: decide again from fresh data
             await self._execute(action)
 
