@@ -27,7 +27,7 @@ from types import FrameType
 from kagemusha import _proc
 from kagemusha.config import Config
 
-__all__ = ["fence_node", "supervise"]
+__all__ = ["applied_config", "fence_groups", "fence_node", "supervise"]
 
 CHILD_ENV = "KAGEMUSHA_AGENT_CHILD"
 
@@ -57,9 +57,12 @@ def applied_config(config: Config, node: str) -> Config | None:
         return None
 
 
-async def fence_node(config: Config, node: str, *, also: Config | None = None) -> list[str]:
-    """Fence every resource of every group of ``node`` in ``config`` and ``also``; then kill anything
-    still tagged with the node. Never raises; returns what is not proven gone."""
+async def fence_groups(config: Config, node: str, *, also: Config | None = None) -> list[str]:
+    """Fence every resource of every group of ``node`` in ``config`` and ``also`` (each driver's ``fence``).
+
+    Never raises; returns what is not proven gone. No threads of its own, so the simulation runs it on its
+    virtual loop as it is.
+    """
     from kagemusha.agent._groups import GroupRuntime
 
     problems: list[str] = []
@@ -83,6 +86,12 @@ async def fence_node(config: Config, node: str, *, also: Config | None = None) -
             problems.append(f"{rt.name}: {res}")
         else:
             problems.extend(f"{rt.name}: {p}" for p in res)
+    return problems
+
+
+async def fence_node(config: Config, node: str, *, also: Config | None = None) -> list[str]:
+    """``fence_groups``, then kill anything still tagged with the node. Never raises."""
+    problems = await fence_groups(config, node, also=also)
     killed = await asyncio.to_thread(
         _proc.kill_tagged, {"KAGEMUSHA_CLUSTER_ID": config.cluster_id, "KAGEMUSHA_NODE": node}, wait=1.0
     )
