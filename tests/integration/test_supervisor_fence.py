@@ -73,7 +73,7 @@ def test_leftovers_are_fenced_when_the_agent_refuses_its_config(make_cluster) ->
     p.wait(5)
     for k in kids:
         os.kill(k.pid, signal.SIGKILL)
-    assert _alive(svc)
+    assert _alive(svc), c.log("n1")[-3000:]
     # The file now differs from the applied config: the agent refuses to start (exit 2) ...
     c.cluster["startup_wait"] = 2.5
     c.write_config()

@@ -216,3 +216,26 @@ def test_after_a_crash_the_survivor_mounts_it_with_acknowledged_data(harness: Ha
     h.revive("n1")
     with pytest.raises(subprocess.CalledProcessError):
         h.run("n1", ["cat", f"{mp}/acked"])  # not mounted on n1 after the crash
+
+
+@pytest.mark.root
+def test_fence_is_not_done_while_the_file_system_lives_in_another_mount_namespace(harness: Harness) -> None:
+    """Issue 10: unmounting here proves nothing while a copy of the mount lives on elsewhere (a process in a
+    mount namespace of its own, or a lazy unmount): the fence must report it, not succeed. Fails on the
+    driver before the fix, whose fence fell back to a lazy unmount and reported success."""
+    h = harness
+    mp = params(h)["mount_point"]
+    op(h, "n1", "start")
+    # A process that took a private copy of n1's mounts (unshare -m): it keeps the file system alive.
+    copy = h.popen("n1", ["unshare", "-m", "--propagation", "private", "sh", "-c", f"exec 3>{mp}/held; exec sleep 600"])
+    deadline = time.monotonic() + 5
+    while h.run("n1", ["sh", "-c", f"test -e {mp}/held"], check=False).returncode:
+        assert time.monotonic() < deadline, "the holder did not start"
+        time.sleep(0.02)
+    with pytest.raises(NodeError) as err:
+        op(h, "n1", "fence")
+    assert err.value.type == "ResourceFailed" and "still in use" in err.value.message
+    copy.kill()
+    copy.wait(timeout=5)
+    op(h, "n1", "fence")  # now proven
+    assert h.disk_holders() == []
