@@ -35,6 +35,8 @@ class Steer:
     running: ClassVar[set[str]] = set()
     fence_failures: ClassVar[int] = 0
     fence_calls: ClassVar[int] = 0
+    #: the loop time of each fence call
+    fence_times: ClassVar[list[float]] = []
     stop_fails: ClassVar[bool] = False
     start_blocks: ClassVar[bool] = False
 
@@ -42,6 +44,7 @@ class Steer:
     def reset(cls) -> None:
         cls.running = set()
         cls.fence_failures = cls.fence_calls = 0
+        cls.fence_times = []
         cls.stop_fails = cls.start_blocks = False
 
 
@@ -63,6 +66,7 @@ class Standin(Resource):
 
     async def fence(self) -> None:
         Steer.fence_calls += 1
+        Steer.fence_times.append(asyncio.get_running_loop().time())
         if Steer.fence_failures > 0:
             Steer.fence_failures -= 1
             raise ResourceFailed("stand-in: a process survived SIGKILL")

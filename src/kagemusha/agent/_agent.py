@@ -421,10 +421,15 @@ class Agent:
                     await self._lose_lease(lease, "lease expired at the store")
                     break
                 except (StoreUnavailable, TimeoutError) as exc:
+                    # NB: a store that refuses at once must not make this a hot loop, so the next attempt
+                    # waits the back-off; whether it may be made at all is decided *before* waiting: a
+                    # retry that could not fail in time means fencing now, not after the pause
+                    # (tests/agent/test_timing_rule.py; the rule counts the pause: retry_backoff).
+                    if self.clock.monotonic() + backoff + c.store_timeout + c.fence_margin > self.valid_until:
+                        await self._lose_lease(lease, f"cannot renew the lease in time: {exc or 'store timeout'}")
+                        break
                     log.warning("lease renewal failed, retrying", extra={"kv": {"error": str(exc) or "timeout"}})
                     self._feed_watchdog()
-                    # NB: a store that refuses at once must not make this a hot loop; the timing rule
-                    # counts this pause (config/_load.py: retry_backoff).
                     await self.clock.sleep(backoff)
                     continue
                 if self.lease_id != lease:
