@@ -20,7 +20,7 @@ def test_registered() -> None:
 def test_params() -> None:
     p = FloatingIPParams(address="198.18.0.100/24", interface="eth0")
     assert str(p.address) == "198.18.0.100/24"
-    assert (p.arp_count, p.probe_count) == (3, 3)
+    assert (p.arp_count, p.probe_count, p.probe_timeout) == (3, 2, 0.1)
     for bad in (
         {"address": "198.18.0.100", "interface": "eth0"},  # no prefix
         {"address": "fe80::1/64", "interface": "eth0"},  # IPv6 is not supported

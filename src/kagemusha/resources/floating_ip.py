@@ -44,9 +44,11 @@ class FloatingIPParams(DriverParams):
     #: Seconds between gratuitous ARPs.
     arp_interval: float = Field(default=0.1, ge=0.0, le=10.0)
     #: Duplicate-address check before adding: probes sent (0 = no check; not recommended).
-    probe_count: int = Field(default=3, ge=0, le=20)
-    #: Seconds the duplicate-address check listens for an answer.
-    probe_timeout: float = Field(default=0.6, gt=0.0, le=30.0)
+    probe_count: int = Field(default=2, ge=0, le=20)
+    #: Seconds the duplicate-address check listens for an answer. NB: 0.1 s is plenty on a LAN (an ARP
+    #: reply takes well under a millisecond); the check catches a *foreign* host on the address, while
+    #: our own previous owner is kept off by the lease and fencing, not by this probe (docs/resources.md).
+    probe_timeout: float = Field(default=0.1, gt=0.0, le=30.0)
 
     @field_validator("address", mode="before")
     @classmethod
