@@ -75,7 +75,7 @@ def test_standby_drains_and_monitor_suspend_shows(make_cluster: Callable[..., Lo
         pid = int((c.dir / "svc" / "webotx1.n2.pid").read_text())
         subprocess.run(["kill", "-9", str(pid)], check=True)
         time.sleep(1.0)
-        assert len(c.starts("webotx1")) == 2, "no restart while suspended"
+        assert len(c.starts("webotx1")) == 2, f"no restart while suspended: {c.trace()} {c.log('n2')[-4000:]}"
         r = http.post("/groups/webotx1/monitors/svcmon/resume")
         assert r.status_code == 200 and r.json()["monitors"][0]["suspended"] is False
         deadline = time.monotonic() + 10

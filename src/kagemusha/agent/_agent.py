@@ -881,6 +881,11 @@ class Agent:
                                                         "retries": spec.retries, "detail": detail}})
             await self._write_status(rt)
             if ms.consecutive >= spec.retries and rt.request is None:
+                # NB: the snapshot may be a cycle old; an operator who just suspended the monitor (to work
+                # on the service) must not see it recovered: ask the store itself before recovering.
+                if await self._safe(self.records.is_suspended(rt.name, spec.name)):
+                    ms.suspended, ms.consecutive = True, 0
+                    continue
                 rt.request = MonitorRequest(spec.name, detail)
                 ms.consecutive = 0
                 self._kick.set()

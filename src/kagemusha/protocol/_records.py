@@ -139,6 +139,10 @@ class ClusterRecords:
     async def clear_move(self, group: str) -> None:
         await self.store.delete(self.keys.group(group, "move"))
 
+    async def is_suspended(self, group: str, monitor: str) -> bool:
+        """Whether the monitor is suspended now (read from the store, not from a snapshot)."""
+        return await self.store.get(self.keys.suspend(group, monitor)) is not None
+
     async def suspend_monitor(self, group: str, monitor: str, on: bool) -> None:
         if on:
             await self._put(self.keys.suspend(group, monitor), {})
