@@ -106,6 +106,8 @@ def run_build(ctx: BuildContext, *, dry_run: bool = False, emit: Emit = lambda o
             if not ctx.manifest.is_done(s.id) and ctx.manifest.exists:
                 ctx.manifest.mark_done(s.id, str(done[s.id]))
             say(Outcome(s.id, s.title, "already done", str(done[s.id])))
+            if crash_after == i:
+                os._exit(75)
             continue
         _record_manifest_dirs(ctx)
         try:

@@ -100,6 +100,11 @@ class BuildContext:
 
     # -- the store
 
+    def store_missing(self) -> bool:
+        """A local store whose file does not exist yet: nothing is stored (and asking would create it)."""
+        store = self.plan.facts.store
+        return store.startswith("local:") and not Path(store.removeprefix("local:")).exists()
+
     def store_call(self, fn: Callable[[Any], Any], timeout: float = 10.0) -> Any:
         """Run ``await fn(store)`` on the plan's store (opened from the plan's cluster.toml)."""
         from kagemusha.config import load_config
@@ -293,14 +298,22 @@ def mounted(g: GroupPlan, fstype: str) -> Any:
     if is_mounted(g.mount):
         yield
         return
+    made = not Path(g.mount).exists()
+    if made:  # e.g. uninstall on the last node after its own mount point was removed: made for the block
+        Path(g.mount).mkdir(parents=True)
     r = subprocess.run(["mount", "-t", fstype, g.disk, g.mount], capture_output=True, text=True, check=False,
                        timeout=120)
     if r.returncode != 0:
-        raise StepFailed(f"cannot mount {g.disk} on {g.mount}: {r.stderr.strip()}")
+        if made:
+            Path(g.mount).rmdir()
+        raise StepFailed(f"cannot mount {g.disk} on {g.mount}: {r.stderr.strip().splitlines()[0]}")
     try:
         yield
     finally:
         subprocess.run(["umount", g.mount], capture_output=True, check=False, timeout=120)
+        if made:
+            with contextlib.suppress(OSError):
+                Path(g.mount).rmdir()
 
 
 def _admin_snapshot(ctx: BuildContext) -> dict[str, Any]:
@@ -438,6 +451,8 @@ class StoreConfig(Step):
         from kagemusha.config._stored import load_text, sha256_text
         from kagemusha.control import read_stored_config
 
+        if ctx.store_missing():
+            return None, False
         _, text = load_text(ctx.plan.cluster_toml)
         want = sha256_text(text)
 
@@ -756,6 +771,9 @@ def _store_problems(ctx: BuildContext) -> list[str]:
     from kagemusha.config._stored import load_text, sha256_text
     from kagemusha.control import read_stored_config
 
+    if ctx.store_missing():
+        return [] if ctx.is_first else [f"cluster {ctx.plan.facts.cluster} has no config in the store yet: "
+                                        f"run build on {ctx.plan.first_node} first"]
     _, text = load_text(ctx.plan.cluster_toml)
 
     async def go(store: Any) -> Any:
@@ -777,10 +795,14 @@ def _held_by_cluster(ctx: BuildContext, g: GroupPlan) -> bool:
     from kagemusha.config import load_config
     from kagemusha.control import ClusterControl
 
+    if ctx.store_missing():
+        return False
+
     async def go() -> bool:
         async with ClusterControl.open(load_config(ctx.plan.cluster_toml)) as ctl:
             st = await ctl.status()
-        return any(x["name"] == g.name and x["state"] == "online" for x in st["groups"])
+        # starting or online somewhere: the cluster took the group, so its VIP may answer
+        return any(x["name"] == g.name and x["node"] is not None for x in st["groups"])
 
     try:
         return bool(asyncio.run(asyncio.wait_for(go(), 10)))
