@@ -25,6 +25,8 @@ _PlanOpt = typer.Option(..., "--plan", help="the plan directory written by `kage
 _NodeOpt = typer.Option(None, "--node", "-n", help="this machine's node in the plan (default: $KAGEMUSHA_NODE)")
 _StateOpt = typer.Option(None, "--state-dir", help=f"state directory: registry, manifest ($KAGEMUSHA_HOME or {DEFAULT_HOME})")
 _EtcOpt = typer.Option(None, "--etc-dir", help=f"where the config is installed ($KAGEMUSHA_ETC or {DEFAULT_ETC})")
+_OutOpt = typer.Option(..., "--out", help="the plan directory to write")
+_UnitDirOpt = typer.Option(Path("/etc/systemd/system"), "--unit-dir", help="where the systemd unit goes")
 _JsonOpt = typer.Option(False, "--json", help="one JSON object per step on stdout, for machines")
 _DryOpt = typer.Option(False, "--dry-run", help="print the steps and whether each is done; change nothing")
 
@@ -57,7 +59,7 @@ def _emitter(as_json: bool) -> Any:
 
 def init(
     topology: str = typer.Argument(..., help="one-way or two-way (the seed's 2.5 / 2.6)", show_default=False),
-    out_dir: Path = typer.Option(..., "--out", help="the plan directory to write"),
+    out_dir: Path = _OutOpt,
     nodes: str = typer.Option(..., "--nodes", help="NAME=ADDR[:PORT],... the nodes' API addresses (first: the seed's N1)"),
     vip: str = typer.Option(..., "--vip", help="ADDR/PREFIX (two, comma-separated, for two-way)"),
     interface: str = typer.Option(..., "--interface", help="the interface that carries the VIPs"),
@@ -146,7 +148,7 @@ def build(
     as_json: bool = _JsonOpt,
     state_dir: str = _StateOpt,
     etc_dir: str = _EtcOpt,
-    unit_dir: Path = typer.Option(Path("/etc/systemd/system"), "--unit-dir", help="where the systemd unit goes"),
+    unit_dir: Path = _UnitDirOpt,
 ) -> None:
     """Carry out this node's part of the plan; each step says done or already done."""
     from kagemusha.errors import ConfigError, KagemushaError
@@ -182,7 +184,7 @@ def uninstall(
     as_json: bool = _JsonOpt,
     state_dir: str = _StateOpt,
     etc_dir: str = _EtcOpt,
-    unit_dir: Path = typer.Option(Path("/etc/systemd/system"), "--unit-dir"),
+    unit_dir: Path = _UnitDirOpt,
 ) -> None:
     """Undo this node's build (the seed's chapter 5): exactly what the manifest lists."""
     from kagemusha.errors import KagemushaError

@@ -237,8 +237,8 @@ def parse_facts(
     def per_group(flag: str, raw: list[str], default: list[str] | None = None) -> list[str]:
         vals = raw or (default or [])
         if len(vals) != count:
-            errors.append((flag, f"{topo} needs {count} value{'s' if count > 1 else ''} "
-                                 f"(comma-separated), got {len(vals)}"))
+            plural = "s" if count > 1 else ""
+            errors.append((flag, f"{topo} needs {count} value{plural} (comma-separated), got {len(vals)}"))
         return vals
 
     vips = per_group("--vip", _split(vip))
@@ -302,8 +302,8 @@ def parse_facts(
         try:
             st = os.stat(pw)
             if st.st_mode & 0o077:
-                errors.append(("--admin-password-file", f"{pw} is readable by others (mode "
-                                                        f"{st.st_mode & 0o777:o}); chmod 600 it"))
+                mode = f"{st.st_mode & 0o777:o}"
+                errors.append(("--admin-password-file", f"{pw} is readable by others (mode {mode}); chmod 600 it"))
             elif not Path(pw).read_text().strip():
                 errors.append(("--admin-password-file", f"{pw} is empty"))
         except OSError as exc:
@@ -467,8 +467,8 @@ def _plan_md(facts: Facts, groups: Sequence[GroupPlan]) -> str:
         "",
         "Each group: `fip` (floating IP), `sd` (disk), `exec` (the seed's start.sh/stop.sh), then the `domain`",
         "monitor, added last as the seed advises. Ports are unique across the domains (the seed's rule);",
-        f"the admin domain listens on {facts.admin_port}. The admin password stays in "
-        f"`{facts.admin_password_file}` (must exist, mode 0600, on every node).",
+        (f"the admin domain listens on {facts.admin_port}. The admin password stays in "
+         f"`{facts.admin_password_file}` (must exist, mode 0600, on every node)."),
         "",
         "Run `kagemusha build --plan DIR --node N` on the first node first, then on the others.",
         "`--dry-run` lists the steps; running it again changes nothing; `--verify` checks the cluster.",
@@ -581,13 +581,13 @@ def load_plan(path: str | Path) -> Plan:
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError([("--plan", f"{d / PLAN_JSON} is damaged: {exc}")]) from None
     errors = []
-    for rel in files:
+    for rel, sha in files.items():
         try:
             text = (d / rel).read_text()
         except OSError as exc:
             errors.append(("--plan", f"{d / rel}: {exc.strerror}"))
             continue
-        if rel != "PLAN.md" and hashlib.sha256(text.encode()).hexdigest() != files[rel]:
+        if rel != "PLAN.md" and hashlib.sha256(text.encode()).hexdigest() != sha:
             errors.append(("--plan", f"{d / rel} was changed after init (run init again to change the plan)"))
     if errors:
         raise ConfigError(errors)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -190,17 +191,14 @@ def _delete_domains(ctx: BuildContext) -> str:
 
     gone = []
     for g in ctx.plan.groups:
-        try:
-            with mounted(g, ctx.plan.facts.fstype):
-                root = Path(g.domains_root)
-                if DomainLayout(root / g.domain).exists():
-                    delete_domain(g.domain, root, admin_user=ctx.plan.facts.admin_user,
-                                  admin_password=ctx.password(), registry=ctx.registry())
-                    gone.append(g.domain)
-                with contextlib.suppress(OSError):
-                    root.rmdir()  # the seed: delete the domains directory (only when nothing else is in it)
-        except StepFailed:
-            raise
+        with mounted(g, ctx.plan.facts.fstype):
+            root = Path(g.domains_root)
+            if DomainLayout(root / g.domain).exists():
+                delete_domain(g.domain, root, admin_user=ctx.plan.facts.admin_user,
+                              admin_password=ctx.password(), registry=ctx.registry())
+                gone.append(g.domain)
+            with contextlib.suppress(OSError):
+                root.rmdir()  # the seed: delete the domains directory (only when nothing else is in it)
     return f"deleted {', '.join(gone)} from the switchover disks" if gone else "no domain left on the disks"
 
 
@@ -336,19 +334,26 @@ def run_verify(ctx: BuildContext, *, emit: Emit = lambda o: None, wait: float = 
             say(Outcome(sid, title, "failed", str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
             return False
 
+    def move(group: str, to: str) -> str:
+        g2 = asyncio.run(ctl_call(lambda c: c.move_group(group, to, wait=wait)))
+        return f"{g2['state']} on {to}"
+
     for g in ctx.plan.groups:
         url = f"http://{g.vip_ip}:{g.http_port}/"
+
+        def answer(url: str = url) -> str:
+            return _answer(url)
 
         def online_home(g: Any = g) -> str:
             st = asyncio.run(ctl_call(lambda c: c.wait_group(g.name, lambda x: x["state"] == "online", wait, "online")))
             if st["node"] != g.home:
-                asyncio.run(ctl_call(lambda c: c.move_group(g.name, g.home, wait=wait)))
+                move(g.name, g.home)
                 return f"was on {st['node']}; moved home to {g.home}"
             return f"online on {g.home}"
 
         if not check(f"{g.name}-home", f"{g.name} online on its home node {g.home}", online_home):
             continue
-        check(f"{g.name}-answer-{g.home}", f"{g.domain} answers through {g.vip_ip} on {g.home}", lambda: _answer(url))
+        check(f"{g.name}-answer-{g.home}", f"{g.domain} answers through {g.vip_ip} on {g.home}", answer)
         status = asyncio.run(ctl_call(lambda c: c.status()))
         up = {n["name"] for n in status["nodes"] if n["state"] == "up"}
         other = next((n for n in g.nodes[1:] if n in up), None)
@@ -356,13 +361,10 @@ def run_verify(ctx: BuildContext, *, emit: Emit = lambda o: None, wait: float = 
             say(Outcome(f"{g.name}-move", f"{g.name} moved to another node", "failed",
                         f"no other node of {g.name} is up ({', '.join(g.nodes[1:])})"))
             continue
-        if check(f"{g.name}-move", f"{g.name} moved to {other}",
-                 lambda g=g, other=other: str(asyncio.run(ctl_call(
-                     lambda c: c.move_group(g.name, other, wait=wait)))["state"]) + f" on {other}"):
-            check(f"{g.name}-answer-{other}", f"{g.domain} answers through {g.vip_ip} on {other}", lambda: _answer(url))
-        if check(f"{g.name}-back", f"{g.name} moved back to {g.home}",
-                 lambda g=g: str(asyncio.run(ctl_call(lambda c: c.move_group(g.name, g.home, wait=wait)))["state"])
-                 + f" on {g.home}"):
-            check(f"{g.name}-answer-back", f"{g.domain} answers through {g.vip_ip} on {g.home} again",
-                  lambda: _answer(url))
+        there = functools.partial(move, g.name, other)
+        home = functools.partial(move, g.name, g.home)
+        if check(f"{g.name}-move", f"{g.name} moved to {other}", there):
+            check(f"{g.name}-answer-{other}", f"{g.domain} answers through {g.vip_ip} on {other}", answer)
+        if check(f"{g.name}-back", f"{g.name} moved back to {g.home}", home):
+            check(f"{g.name}-answer-back", f"{g.domain} answers through {g.vip_ip} on {g.home} again", answer)
     return out

@@ -368,7 +368,7 @@ class CreateDomain(Step):
                 outcome = f"{g.domain} found in {root} (from an earlier run), registered"
             else:
                 shutil.rmtree(root / f".{g.domain}.creating", ignore_errors=True)
-                _, warnings = create_domain(g.domain, props_file, domaindir=root, admin_user=ctx.plan.facts.admin_user,
+                create_domain(g.domain, props_file, domaindir=root, admin_user=ctx.plan.facts.admin_user,
                                             admin_password=ctx.password(), admin_port=ctx.plan.facts.admin_port,
                                             registry=reg)
                 outcome = f"created {g.domain} in {root}"
@@ -495,8 +495,13 @@ class StoreConfig(Step):
 
     def undo(self, ctx: BuildContext) -> str:
         for e in list(ctx.manifest.entries_of(self.id)):
+            key = str(e["key"])
+
+            async def delete(store: Any, key: str = key) -> Any:
+                return await store.delete(key)
+
             with contextlib.suppress(Exception):
-                ctx.store_call(lambda store, k=e["key"]: store.delete(k))
+                ctx.store_call(delete)
             ctx.manifest.forget(e)
         ctx.manifest.unmark(self.id)
         return "this node's mark removed from the store"
@@ -575,7 +580,7 @@ def _proc_alive(entry: dict[str, Any]) -> bool:
 
     try:
         p = psutil.Process(int(entry["pid"]))
-        return abs(p.create_time() - float(entry["create_time"])) < 0.5 and p.status() != psutil.STATUS_ZOMBIE
+        return bool(abs(p.create_time() - float(entry["create_time"])) < 0.5 and p.status() != psutil.STATUS_ZOMBIE)
     except (psutil.Error, KeyError, ValueError):
         return False
 
@@ -589,7 +594,7 @@ def _is_member(ctx: BuildContext) -> bool:
     async def go() -> bool:
         async with ClusterControl.open(cfg) as ctl:
             st = await ctl.status()
-        return any(n["name"] == ctx.node and n["state"] == "up" for n in st["nodes"])
+        return any(bool(n["name"] == ctx.node and n["state"] == "up") for n in st["nodes"])
 
     try:
         return bool(asyncio.run(asyncio.wait_for(go(), 10)))
@@ -772,8 +777,8 @@ def _store_problems(ctx: BuildContext) -> list[str]:
     from kagemusha.control import read_stored_config
 
     if ctx.store_missing():
-        return [] if ctx.is_first else [f"cluster {ctx.plan.facts.cluster} has no config in the store yet: "
-                                        f"run build on {ctx.plan.first_node} first"]
+        return [] if ctx.is_first else [(f"cluster {ctx.plan.facts.cluster} has no config in the store yet: "
+                                        f"run build on {ctx.plan.first_node} first")]
     _, text = load_text(ctx.plan.cluster_toml)
 
     async def go(store: Any) -> Any:
@@ -782,8 +787,8 @@ def _store_problems(ctx: BuildContext) -> list[str]:
     rec = ctx.store_call(go)
     if rec is None:
         if not ctx.is_first:
-            return [f"cluster {ctx.plan.facts.cluster} has no config in the store yet: "
-                    f"run build on {ctx.plan.first_node} first"]
+            return [f"cluster {ctx.plan.facts.cluster} has no config in the store yet: run build on "
+                    + f"{ctx.plan.first_node} first"]
         return []
     if rec.sha256 != sha256_text(text):
         return [f"the store holds another config of cluster {ctx.plan.facts.cluster} (version {rec.version})"]
