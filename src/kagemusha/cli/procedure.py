@@ -41,6 +41,28 @@ def _bad(lines: list[tuple[str, str]] | list[str], code: int) -> None:
     raise typer.Exit(code)
 
 
+class _Progress:
+    """One line per finished step; on a terminal, a spinner names the step running meanwhile."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.status: Any = None
+
+    def begin(self, title: str) -> None:
+        if self.as_json or not out.is_terminal:
+            return
+        from rich.markup import escape
+
+        self.status = out.status(f"{escape(title)} …")
+        self.status.start()
+
+    def emit(self, o: Any) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+        _emitter(self.as_json)(o)
+
+
 def _emitter(as_json: bool) -> Any:
     import json
 
@@ -155,9 +177,10 @@ def build(
     from kagemusha.procedure import PreflightFailed, run_build, run_verify
 
     ctx = _context(plan, node, state_dir, etc_dir, service=service, unit_dir=unit_dir, mkfs=mkfs)
-    emit = _emitter(as_json)
+    progress = _Progress(as_json)
+    emit = progress.emit
     try:
-        results = run_build(ctx, dry_run=dry_run, emit=emit)
+        results = run_build(ctx, dry_run=dry_run, emit=emit, begin=progress.begin)
     except PreflightFailed as exc:
         if as_json:
             print_json({"preflight": "failed", "problems": exc.problems})
@@ -179,6 +202,8 @@ def uninstall(
     plan: Path = _PlanOpt,
     node: str = _NodeOpt,
     all_groups: bool = typer.Option(False, "--all", help="stop every group instead of moving this node's away"),
+    last: bool = typer.Option(False, "--last", help="act as the last node although other nodes are still marked "
+                                                    "built (they are gone for good): delete the domains and keys"),
     service: str = typer.Option(None, "--service", help="what build installed (default: as the manifest says)"),
     dry_run: bool = _DryOpt,
     as_json: bool = _JsonOpt,
@@ -194,7 +219,9 @@ def uninstall(
     if service is None:
         ctx.service = str(ctx.manifest.data.get("service", "systemd"))
     try:
-        results = run_uninstall(ctx, all_groups=all_groups, dry_run=dry_run, emit=_emitter(as_json))
+        progress = _Progress(as_json)
+        results = run_uninstall(ctx, all_groups=all_groups, dry_run=dry_run, last=last, emit=progress.emit,
+                                begin=progress.begin)
     except KagemushaError as exc:
         _bad([str(exc)], 1)
     _finish(results, as_json)

@@ -78,7 +78,8 @@ def _record_manifest_dirs(ctx: BuildContext) -> None:
     ctx.manifest.save()
 
 
-def run_build(ctx: BuildContext, *, dry_run: bool = False, emit: Emit = lambda o: None) -> list[Outcome]:
+def run_build(ctx: BuildContext, *, dry_run: bool = False, emit: Emit = lambda o: None,
+              begin: Callable[[str], None] = lambda title: None) -> list[Outcome]:
     """Build this node's part of the plan.
 
     Raises:
@@ -111,6 +112,7 @@ def run_build(ctx: BuildContext, *, dry_run: bool = False, emit: Emit = lambda o
                 os._exit(75)
             continue
         _record_manifest_dirs(ctx)
+        begin(s.title)
         try:
             detail = s.do(ctx)
         except (KagemushaError, OSError) as exc:
@@ -226,8 +228,8 @@ def _delete_cluster_keys(ctx: BuildContext) -> str:
     return detail
 
 
-def run_uninstall(ctx: BuildContext, *, all_groups: bool = False, dry_run: bool = False,
-                  emit: Emit = lambda o: None) -> list[Outcome]:
+def run_uninstall(ctx: BuildContext, *, all_groups: bool = False, dry_run: bool = False, last: bool = False,
+                  emit: Emit = lambda o: None, begin: Callable[[str], None] = lambda title: None) -> list[Outcome]:
     """Undo this node's build (the seed's chapter 5); see ``kagemusha uninstall``."""
     out: list[Outcome] = []
 
@@ -241,7 +243,7 @@ def run_uninstall(ctx: BuildContext, *, all_groups: bool = False, dry_run: bool 
         return out
     steps = {s.id: s for s in build_steps(ctx)}
     try:
-        last = not _other_markers(ctx)
+        last = last or not _other_markers(ctx)
     except Exception as exc:
         raise StepFailed(f"cannot reach the store {ctx.plan.facts.store} to learn whether this is the last node: "
                          f"{exc}") from exc
@@ -260,6 +262,7 @@ def run_uninstall(ctx: BuildContext, *, all_groups: bool = False, dry_run: bool 
         return out
 
     def step(sid: str, title: str, fn: Callable[[], str]) -> None:
+        begin(title)
         try:
             detail = fn()
         except (KagemushaError, OSError) as exc:

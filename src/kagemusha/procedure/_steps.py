@@ -728,12 +728,14 @@ def preflight(ctx: BuildContext, steps: list[Step], done: dict[str, str | None])
     kag = f.kagemusha.split()[0]
     if shutil.which(kag) is None:
         problems.append(f"the scripts call {kag}, which is not on this node")
+    iface_ok = True
     try:
         asyncio.run(link_state(f.interface))
     except Exception:  # noqa: BLE001 - NoSuchInterface or netlink error: the same line
+        iface_ok = False
         problems.append(f"interface {f.interface} is not present on this node")
     started = "start" not in todo
-    if not started:
+    if not started and iface_ok:
         for g in ctx.plan.groups:
             try:
                 from ipaddress import IPv4Interface
@@ -743,6 +745,7 @@ def preflight(ctx: BuildContext, steps: list[Step], done: dict[str, str | None])
                 mac = None
             if mac is not None and not _held_by_cluster(ctx, g):
                 problems.append(f"virtual IP {g.vip_ip} ({g.name}) answers ARP from {mac}: another host uses it")
+    if not started:
         ports = {f.admin_port: "the admin domain"}
         for g in ctx.plan.groups:
             for key, port in g.ports.items():
