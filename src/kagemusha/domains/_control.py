@@ -44,6 +44,7 @@ from kagemusha.domains._procs import (
     write_state,
 )
 from kagemusha.domains._properties import (
+    KEY_ADMIN_PASSWORD,
     KEY_ADMIN_PORT,
     KEY_APP,
     KEY_APP_PATH,
@@ -53,8 +54,10 @@ from kagemusha.domains._properties import (
     check_port_conflicts,
     load_properties,
     parse_properties,
+    probe_host,
     redact_password,
     set_key,
+    url_host,
 )
 from kagemusha.errors import ConfigError, DomainError
 
@@ -71,6 +74,7 @@ __all__ = [
     "kill_domain",
     "list_domains",
     "set_autostart",
+    "set_properties",
     "setup_domains_root",
     "start_domain",
     "stop_domain",
@@ -88,6 +92,7 @@ class DomainState(StrEnum):
     STARTING = "starting"
     RUNNING = "running"
     STOPPING = "stopping"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -342,6 +347,94 @@ def delete_domain(
     reg.unregister(name)
 
 
+# -- set ---------------------------------------------------------------------------------------
+
+
+def set_properties(
+    name: str,
+    assignments: Iterable[tuple[str, str | None]],
+    domaindir: str | Path | None = None,
+    *,
+    registry: NodeRegistry | None = None,
+) -> list[str]:
+    """Change properties of a stopped domain (``otxadmin set``), validated exactly like ``create``.
+
+    Args:
+        name: the domain.
+        assignments: ``(key, value)`` pairs applied in order; a value of None removes the key.
+            ``domain.admin.password`` is never written: its argon2 hash replaces the domain's.
+        domaindir: its domains root; default: where the registry says it lives.
+        registry: the node registry.
+
+    Returns:
+        The keys changed, in order.
+
+    Raises:
+        DomainError: no such domain, it is not stopped, or the file cannot be written.
+        ConfigError: the resulting properties are invalid, or a port is another domain's; nothing
+            is changed then.
+    """
+    import javaproperties
+
+    from kagemusha.domains._auth import hash_password
+
+    reg = _registry(registry)
+    if name == ADMIN_DOMAIN:
+        raise DomainError("the admin domain has no properties to set (use create/setup --port)")
+    layout = reg.locate(name, domaindir)
+    pairs = list(assignments)
+    with _domain_lock(layout):
+        state = _state(layout)
+        if state not in (DomainState.NOT_RUNNING, DomainState.FAILED):
+            raise DomainError(f"domain {name} is {state}; stop it before changing its properties")
+        text = layout.properties.read_text(encoding="latin-1")
+        new_password: str | None = None
+        changed: list[str] = []
+        for key, value in pairs:
+            if key == KEY_ADMIN_PASSWORD:
+                if not value:
+                    raise DomainError(f"{KEY_ADMIN_PASSWORD} cannot be removed, only changed")
+                new_password = value
+            else:
+                text = set_key(text, key, value)
+            changed.append(key)
+        props = parse_properties(dict(javaproperties.loads(text)), source=str(layout.properties), name=name)
+        conflicts = check_port_conflicts(name, props.ports, _other_domains_ports(reg, [layout.dir.parent]))
+        if conflicts:
+            raise ConfigError(conflicts)
+        _prepare_https(layout, props)
+        try:
+            _write_private(layout.properties, text.encode("latin-1"), mode=0o644)
+            if new_password is not None:
+                _write_private(layout.password_hash, (hash_password(new_password) + "\n").encode())
+        except OSError as exc:
+            raise DomainError(f"cannot write {layout.properties}: {exc.strerror or exc}") from exc
+        if props.run_user is not None and os.geteuid() == 0:
+            _chown_tree(layout.dir, pwd.getpwnam(props.run_user))
+    return changed
+
+
+def _write_private(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Replace ``path`` atomically with ``data``, created with ``mode`` (never readable in between)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _prepare_https(layout: DomainLayout, props: DomainProperties) -> None:
+    """Check or generate the domain's TLS certificate (filled in with HTTPS)."""
+
+
 # -- state -------------------------------------------------------------------------------------
 
 
@@ -356,6 +449,8 @@ def _state(layout: DomainLayout) -> DomainState:
             return DomainState.RUNNING
     if record.state != DomainState.NOT_RUNNING and domain_processes(layout.dir, record):
         return DomainState.STOPPING  # NB: master gone but processes left: never say "not running"
+    if record.state == DomainState.FAILED:
+        return DomainState.FAILED  # the admin domain gave up restarting it
     return DomainState.NOT_RUNNING
 
 
@@ -487,6 +582,8 @@ def _wait_started(
     wait: float,
     port: int | None,
     logs_before: dict[str, int] | None = None,
+    *,
+    host: str = "127.0.0.1",
 ) -> None:
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
@@ -498,7 +595,7 @@ def _wait_started(
         if (
             record.pid == proc.pid
             and record.state == DomainState.RUNNING
-            and (port is None or _port_answers(port))
+            and (port is None or _port_answers(port, host=host))
         ):
             return
         time.sleep(0.05)
@@ -509,23 +606,33 @@ def _wait_started(
     )
 
 
-def _port_answers(port: int, *, timeout: float = 2.0) -> bool:
-    import httpx
+def _port_answers(port: int, *, host: str = "127.0.0.1", timeout: float = 2.0) -> bool:
+    """Whether an HTTP server on ``host:port`` answers a request (any status counts)."""
+    import http.client
 
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        httpx.get(f"http://127.0.0.1:{port}/", timeout=timeout)
+        conn.request("GET", "/", headers={"Connection": "close"})
+        conn.getresponse().read()
         return True
-    except httpx.HTTPError:
+    except (OSError, http.client.HTTPException):
         return False
+    finally:
+        conn.close()
 
 
 def _bind_all(props: DomainProperties) -> dict[str, int]:
+    """Bind every listening socket of the domain: services on the bind address, admin on its own."""
     socks = []
     try:
-        socks.append(("http", bind_listener(props.http_port, KEY_HTTP_PORT)))
-        socks.append(("admin", bind_listener(props.admin_port, KEY_ADMIN_PORT)))
+        socks.append(("http", bind_listener(props.http_port, KEY_HTTP_PORT, host=props.bind_address)))
+        socks.append(
+            ("admin", bind_listener(props.admin_port, KEY_ADMIN_PORT, host=props.admin_bind_address))
+        )
         if props.naming_port is not None:
-            socks.append(("naming", bind_listener(props.naming_port, KEY_NAMING_PORT)))
+            socks.append(
+                ("naming", bind_listener(props.naming_port, KEY_NAMING_PORT, host=props.bind_address))
+            )
     except DomainError:
         for _, s in socks:
             s.close()
@@ -648,7 +755,7 @@ def _start_locked(layout: DomainLayout, props: DomainProperties, name: str, wait
     finally:
         for fd in fds.values():
             os.close(fd)
-    _wait_started(layout, proc, f"domain {name}", wait, props.http_port, logs_before)
+    _wait_started(layout, proc, f"domain {name}", wait, props.http_port, logs_before, host=props.probe_host)
     return DomainState.RUNNING
 
 
@@ -838,13 +945,17 @@ def check_domain_health(
     admin_ok = False
     detail = ""
     try:
-        r = httpx.get(f"http://127.0.0.1:{props.admin_port}/status", auth=(user, password), timeout=timeout)
+        r = httpx.get(
+            f"http://{url_host(props.admin_probe_host)}:{props.admin_port}/status",
+            auth=(user, password),
+            timeout=timeout,
+        )
         admin_ok = r.status_code == 200
         if not admin_ok:
             detail = f"admin API answered {r.status_code}"
     except httpx.HTTPError as exc:
         detail = f"admin API on port {props.admin_port} unreachable: {exc.__class__.__name__}"
-    app_ok = _port_answers(props.http_port, timeout=timeout)
+    app_ok = _port_answers(props.http_port, host=props.probe_host, timeout=timeout)
     if not app_ok and not detail:
         detail = f"application on port {props.http_port} does not answer"
     return DomainHealth(state, admin_ok, app_ok, detail)
@@ -978,7 +1089,8 @@ def _start_admin_locked(reg: NodeRegistry, layout: DomainLayout, *, adminonly: b
             _wait_running(layout, wait)
         return
     port = reg.admin_port()
-    fds = {"admin": bind_listener(port, "admin domain --port").detach()}
+    host = reg.admin_bind_address()
+    fds = {"admin": bind_listener(port, "admin domain --port", host=host).detach()}
     logs_before = _log_sizes(layout)
     try:
         argv = [sys.executable, "-m", "kagemusha.domains._supervisor", str(reg.path)]
@@ -987,7 +1099,7 @@ def _start_admin_locked(reg: NodeRegistry, layout: DomainLayout, *, adminonly: b
         proc = _spawn(argv, layout, fds, env_extra={}, pw=None)
     finally:
         os.close(fds["admin"])
-    _wait_started(layout, proc, "the admin domain", wait, port, logs_before)
+    _wait_started(layout, proc, "the admin domain", wait, port, logs_before, host=probe_host(host))
 
 
 def admin_started(reg: NodeRegistry) -> list[tuple[str, str]]:

@@ -189,7 +189,8 @@ class NodeRegistry:
             fcntl.flock(lock, fcntl.LOCK_EX)
             data = self.load()
             yield data
-            write_json_atomic(self.file, data)
+            # NB: 0600: the registry holds the admin domain's argon2 hash.
+            write_json_atomic(self.file, data, mode=0o600)
 
     # -- roots and domains -------------------------------------------------------------------
 
@@ -282,3 +283,8 @@ class NodeRegistry:
     def admin_port(self) -> int:
         port = self.admin_settings().get("port")
         return int(port) if isinstance(port, int) else DEFAULT_ADMIN_PORT
+
+    def admin_bind_address(self) -> str:
+        """Where the admin domain listens: loopback unless the registry's ``admin.bind_address`` says."""
+        addr = self.admin_settings().get("bind_address")
+        return addr if isinstance(addr, str) and addr else "127.0.0.1"

@@ -16,7 +16,13 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from kagemusha.domains._layout import read_json, write_json_atomic
-from kagemusha.domains._properties import KEY_ADMIN_PORT, KEY_HTTP_PORT, KEY_NAMING_PORT, DomainProperties
+from kagemusha.domains._properties import (
+    KEY_ADMIN_PORT,
+    KEY_HTTP_PORT,
+    KEY_NAMING_PORT,
+    DomainProperties,
+    url_host,
+)
 
 __all__ = ["builtin_names", "make_naming_app"]
 
@@ -56,8 +62,8 @@ def make_naming_app(props: DomainProperties, names_file: Any, auth: Callable[...
         return data if isinstance(data, dict) else {}
 
     def host_for(request: Request) -> str:
-        if props.advertised_host:
-            return props.advertised_host
+        if props.advertised:
+            return props.advertised
         # No VIP configured: advertise the address the client used to reach us.
         host = request.headers.get("host", "")
         if host.startswith("["):
@@ -73,7 +79,7 @@ def make_naming_app(props: DomainProperties, names_file: Any, auth: Callable[...
         path = str(entry.get("path") or "/")
         if not path.startswith("/"):
             path = "/" + path
-        return f"{entry.get('scheme') or 'http'}://{host}:{port}{path}"
+        return f"{entry.get('scheme') or 'http'}://{url_host(host)}:{port}{path}"
 
     def table() -> dict[str, dict[str, Any]]:
         return {**builtin_names(props), **stored()}

@@ -308,26 +308,37 @@ def bind_listener(port: int, key: str, *, host: str = "0.0.0.0", backlog: int = 
     """A listening TCP socket on ``host:port`` that a child process can inherit.
 
     The starter binds every port (as root when the domain's user cannot bind below 1024) and
-    hands the descriptors to the domain: that is how a non-root domain serves port 80.
+    hands the descriptors to the domain: that is how a non-root domain serves port 80, and how
+    every service of a domain listens on its bind address (the VIP) and nowhere else.
 
     Raises:
-        DomainError: the port is in use or may not be bound; the message names key and port.
+        DomainError: the port is in use, may not be bound, or ``host`` is not an address of
+            this node; the message names key, address and port.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    where = f"{host}:{port}" if family == socket.AF_INET else f"[{host}]:{port}"
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and host != "::":
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise DomainError(f"port {port} ({key}) is already in use on this node") from exc
+            raise DomainError(f"port {port} ({key}) is already in use on this node ({where})") from exc
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise DomainError(
+                f"cannot listen on {where} ({key}): {host} is not an address of this node"
+                " (is the floating IP up?)"
+            ) from exc
         if exc.errno == errno.EACCES:
             raise DomainError(
                 f"port {port} ({key}): permission denied; ports below 1024 need the domain started as root"
                 " (it then runs as domain.run.user)"
             ) from exc
-        raise DomainError(f"cannot listen on port {port} ({key}): {exc.strerror or exc}") from exc
+        raise DomainError(f"cannot listen on {where} ({key}): {exc.strerror or exc}") from exc
     sock.set_inheritable(True)
     return sock
 

@@ -7,6 +7,7 @@ from the seed's file collides with nothing the seed's WebOTX would have used.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,13 +18,19 @@ import javaproperties
 from kagemusha.errors import ConfigError
 
 __all__ = [
+    "KEY_ADMIN_BIND",
     "KEY_ADMIN_PASSWORD",
+    "KEY_BIND",
+    "WILDCARDS",
     "DomainProperties",
     "check_port_conflicts",
     "load_properties",
     "parse_properties",
     "port_keys",
+    "probe_host",
     "redact_password",
+    "set_key",
+    "url_host",
 ]
 
 KEY_NAME = "domain.name"
@@ -38,6 +45,12 @@ KEY_APP_PATH = "domain.app.path"
 KEY_WORKERS = "domain.workers"
 KEY_ADVERTISED = "domain.advertised.host"
 KEY_RUN_USER = "domain.run.user"
+KEY_BIND = "domain.bind.address"
+KEY_ADMIN_BIND = "domain.admin.bind.address"
+
+WILDCARDS = frozenset({"0.0.0.0", "::"})
+DEFAULT_BIND = "0.0.0.0"
+DEFAULT_ADMIN_BIND = "127.0.0.1"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _APP_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -68,12 +81,56 @@ class DomainProperties:
     advertised_host: str | None = None
     run_user: str | None = None
     hostname: str | None = None
+    bind_address: str = DEFAULT_BIND
+    admin_bind_address: str = DEFAULT_ADMIN_BIND
     errors: tuple[tuple[str, str], ...] = field(default=())
 
     @property
     def admin_password(self) -> str | None:
         """The plain password if the operator's file holds one (never stored by kagemusha)."""
         return self.raw.get(KEY_ADMIN_PASSWORD)
+
+    @property
+    def advertised(self) -> str | None:
+        """The host every service advertises: ``domain.advertised.host``, else a non-wildcard bind address."""
+        if self.advertised_host:
+            return self.advertised_host
+        return None if self.bind_address in WILDCARDS else self.bind_address
+
+    @property
+    def probe_host(self) -> str:
+        """Where this node reaches the domain's services (app, HTTPS, naming)."""
+        return probe_host(self.bind_address)
+
+    @property
+    def admin_probe_host(self) -> str:
+        """Where this node reaches the domain's admin API."""
+        return probe_host(self.admin_bind_address)
+
+
+def probe_host(bind: str) -> str:
+    """The address to connect to for a socket bound to ``bind`` (loopback for a wildcard)."""
+    if bind == "0.0.0.0":
+        return "127.0.0.1"
+    if bind == "::":
+        return "::1"
+    return bind
+
+
+def url_host(host: str) -> str:
+    """``host`` as it goes into a URL (IPv6 addresses in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _address(raw: Mapping[str, str], key: str, default: str, errors: list[tuple[str, str]], loc: str) -> str:
+    value = raw.get(key, "").strip()
+    if not value:
+        return default
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        errors.append((f"{loc}: {key}", f"must be an IP address of this node (e.g. the VIP), got {value!r}"))
+        return default
 
 
 def is_port_key(key: str, value: str) -> bool:
@@ -197,6 +254,8 @@ def parse_properties(
     advertised = raw.get(KEY_ADVERTISED, "").strip() or None
     if advertised is not None and any(c in advertised for c in "/ @?#"):
         errors.append((f"{loc}: {KEY_ADVERTISED}", f"must be a host name or address, got {advertised!r}"))
+    bind = _address(raw, KEY_BIND, DEFAULT_BIND, errors, loc)
+    admin_bind = _address(raw, KEY_ADMIN_BIND, DEFAULT_ADMIN_BIND, errors, loc)
     if errors:
         raise ConfigError(errors)
     return DomainProperties(
@@ -214,6 +273,8 @@ def parse_properties(
         advertised_host=advertised,
         run_user=run_user,
         hostname=raw.get(KEY_HOSTNAME, "").strip() or None,
+        bind_address=bind,
+        admin_bind_address=admin_bind,
     )
 
 

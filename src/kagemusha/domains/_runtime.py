@@ -75,13 +75,15 @@ def quiet_server(app: Any) -> Any:
     return _Server(config)
 
 
-async def app_answers(port: int, *, timeout: float = 2.0) -> bool:
-    """Whether the app on ``port`` answers an HTTP request (any status counts as an answer)."""
+async def app_answers(host: str, port: int, *, timeout: float = 2.0) -> bool:
+    """Whether the app on ``host:port`` answers an HTTP request (any status counts as an answer)."""
     import httpx
+
+    from kagemusha.domains._properties import url_host
 
     try:
         async with httpx.AsyncClient(timeout=timeout) as client:
-            await client.get(f"http://127.0.0.1:{port}/")
+            await client.get(f"http://{url_host(host)}:{port}/")
         return True
     except httpx.HTTPError:
         return False
@@ -123,7 +125,9 @@ class Master:
             "uptime": round(time.time() - self.started_at, 3),
             "app": self.props.app,
             "workers": self.props.workers,
-            "advertised_host": self.props.advertised_host,
+            "advertised_host": self.props.advertised,
+            "bind_address": self.props.bind_address,
+            "admin_bind_address": self.props.admin_bind_address,
             "ports": dict(self.props.ports),
         }
 
@@ -195,7 +199,7 @@ class Master:
                 self.abort_requested = False
                 self.stop_requested.clear()
                 self.set_state("running", "a stop timed out; the domain keeps running")
-            elif self.state == "starting" and await app_answers(self.props.http_port):
+            elif self.state == "starting" and await app_answers(self.props.probe_host, self.props.http_port):
                 self.set_state("running")
                 continue
             self.wakeup.clear()
@@ -244,7 +248,7 @@ def make_admin_app(master: Master, auth: Any) -> Any:
 
     @app.get("/health", dependencies=[Depends(auth)], response_model=None)
     async def health() -> Any:
-        ok = master.state == "running" and await app_answers(master.props.http_port)
+        ok = master.state == "running" and await app_answers(master.props.probe_host, master.props.http_port)
         return JSONResponse({"state": master.state, "app": ok}, status_code=200 if ok else 503)
 
     @app.get("/status", dependencies=[Depends(auth)])
