@@ -11,7 +11,7 @@ import httpx
 import psutil
 import pytest
 
-from kagemusha.domains._auth import AuthOutcome, Authenticator, hash_password
+from kagemusha.domains._auth import Authenticator, AuthOutcome, hash_password
 
 from .conftest import Node
 
