@@ -31,11 +31,14 @@ __all__ = [
     "bind_listener",
     "domain_processes",
     "kill_all",
+    "read_desired",
     "read_record",
+    "write_desired",
     "write_state",
 ]
 
 ENV_TAG = "KAGEMUSHA_DOMAIN"
+ENV_START_FD = "KAGEMUSHA_START_FD"  # the master writes "running" there once the app serves
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,29 @@ def write_state(
     write_json_atomic(state_file, data)
 
 
+def write_desired(layout: Any, desired: str) -> None:
+    """Record what the operator last asked of the domain: ``running`` or ``stopped``.
+
+    The admin domain restarts a crashed domain only while it is desired ``running``; ``stop``
+    and ``kill`` (fencing) record ``stopped`` *before* they signal anything, so a domain being
+    fenced is never brought back. Never recreates a missing ``state/`` (see :func:`write_state`).
+    """
+    path = layout.state / "desired"
+    if not layout.state.is_dir():
+        return
+    with contextlib.suppress(OSError):
+        tmp = path.with_name(f".desired.{os.getpid()}.tmp")
+        tmp.write_text(desired + "\n")
+        os.replace(tmp, path)
+
+
+def read_desired(layout: Any) -> str:
+    try:
+        return (layout.state / "desired").read_text().strip() or "stopped"
+    except OSError:
+        return "stopped"
+
+
 def _is_gone(proc: psutil.Process) -> bool:
     try:
         return bool(proc.status() == psutil.STATUS_ZOMBIE)
@@ -104,7 +130,8 @@ def master_alive(record: ProcessRecord, domain_dir: Path) -> psutil.Process | No
     """The domain's master if it is alive and provably the one recorded (pid, creation time, tag)."""
     if record.pid is None:
         return None
-    reap(record.pid)
+    # NB: no reaping here: a zombie counts as gone already, and the admin domain, whose children
+    # the masters it started are, must get their exit status (``Supervisor.reap``) first.
     try:
         proc = psutil.Process(record.pid)
         if _is_gone(proc):

@@ -21,6 +21,9 @@ __all__ = [
     "KEY_ADMIN_BIND",
     "KEY_ADMIN_PASSWORD",
     "KEY_BIND",
+    "KEY_HTTPS_CERT",
+    "KEY_HTTPS_KEY",
+    "KEY_HTTPS_PORT",
     "WILDCARDS",
     "DomainProperties",
     "check_port_conflicts",
@@ -45,6 +48,12 @@ KEY_APP_PATH = "domain.app.path"
 KEY_WORKERS = "domain.workers"
 KEY_ADVERTISED = "domain.advertised.host"
 KEY_RUN_USER = "domain.run.user"
+KEY_HTTPS_PORT = "domain.https.port"
+KEY_HTTPS_CERT = "domain.https.cert"
+KEY_HTTPS_KEY = "domain.https.key"
+KEY_RESTART_LIMIT = "domain.restart.limit"
+KEY_RESTART_WINDOW = "domain.restart.window"
+KEY_RESTART_BACKOFF = "domain.restart.backoff"
 KEY_BIND = "domain.bind.address"
 KEY_ADMIN_BIND = "domain.admin.bind.address"
 
@@ -54,6 +63,7 @@ DEFAULT_ADMIN_BIND = "127.0.0.1"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _APP_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_SWITCHABLE_PORTS = frozenset({"domain.http.port", "domain.https.port"})  # 0 turns the service off
 _BOOLEAN_VALUES = frozenset({"true", "false", "yes", "no", "on", "off"})
 # Words that contain "port" without naming one (domain.ssl.support, jms.transport, ...).
 _NOT_PORT_WORDS = ("support", "transport", "export", "import", "report", "passport", "portal", "portable")
@@ -83,6 +93,12 @@ class DomainProperties:
     hostname: str | None = None
     bind_address: str = DEFAULT_BIND
     admin_bind_address: str = DEFAULT_ADMIN_BIND
+    https_port: int = 0
+    https_cert: str | None = None
+    https_key: str | None = None
+    restart_limit: int = 3
+    restart_window: float = 600.0
+    restart_backoff: float = 1.0
     errors: tuple[tuple[str, str], ...] = field(default=())
 
     @property
@@ -195,6 +211,23 @@ def _int(raw: Mapping[str, str], key: str, errors: list[tuple[str, str]], loc: s
         return None
 
 
+def _float(
+    raw: Mapping[str, str], key: str, errors: list[tuple[str, str]], loc: str, *, low: float
+) -> float | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        errors.append((f"{loc}: {key}", f"must be a number of seconds, got {value!r}"))
+        return None
+    if not low <= number <= 86400 * 7:
+        errors.append((f"{loc}: {key}", f"must be {low:g}-604800 seconds, got {value.strip()}"))
+        return None
+    return number
+
+
 def parse_properties(
     raw: Mapping[str, str], *, source: str = "<properties>", name: str | None = None
 ) -> DomainProperties:
@@ -209,6 +242,8 @@ def parse_properties(
         except ValueError:
             errors.append((f"{loc}: {key}", f"port must be an integer 1-65535, got {raw[key]!r}"))
             continue
+        if port == 0 and key in _SWITCHABLE_PORTS:
+            continue  # 0: this service is not served
         if not 1 <= port <= 65535:
             errors.append((f"{loc}: {key}", f"port must be an integer 1-65535, got {port}"))
             continue
@@ -254,6 +289,31 @@ def parse_properties(
     advertised = raw.get(KEY_ADVERTISED, "").strip() or None
     if advertised is not None and any(c in advertised for c in "/ @?#"):
         errors.append((f"{loc}: {KEY_ADVERTISED}", f"must be a host name or address, got {advertised!r}"))
+    if (
+        KEY_HTTP_PORT in raw
+        and KEY_HTTP_PORT not in ports
+        and KEY_HTTPS_PORT not in ports
+        and not any(loc_ == f"{loc}: {KEY_HTTP_PORT}" for loc_, _ in errors)
+    ):
+        errors.append(
+            (
+                f"{loc}: {KEY_HTTP_PORT}",
+                f"is 0 and {KEY_HTTPS_PORT} is not set: nothing would serve the app",
+            )
+        )
+    cert = raw.get(KEY_HTTPS_CERT, "").strip() or None
+    key_file = raw.get(KEY_HTTPS_KEY, "").strip() or None
+    if (cert is None) != (key_file is None):
+        missing = KEY_HTTPS_KEY if key_file is None else KEY_HTTPS_CERT
+        errors.append((f"{loc}: {missing}", f"missing: {KEY_HTTPS_CERT} and {KEY_HTTPS_KEY} go together"))
+    for k, v in ((KEY_HTTPS_CERT, cert), (KEY_HTTPS_KEY, key_file)):
+        if v is not None and not v.startswith("/"):
+            errors.append((f"{loc}: {k}", f"must be an absolute path to a PEM file, got {v!r}"))
+    limit = _int(raw, KEY_RESTART_LIMIT, errors, loc)
+    if limit is not None and not 0 <= limit <= 1000:
+        errors.append((f"{loc}: {KEY_RESTART_LIMIT}", f"must be 0-1000, got {limit}"))
+    window = _float(raw, KEY_RESTART_WINDOW, errors, loc, low=1.0)
+    backoff = _float(raw, KEY_RESTART_BACKOFF, errors, loc, low=0.0)
     bind = _address(raw, KEY_BIND, DEFAULT_BIND, errors, loc)
     admin_bind = _address(raw, KEY_ADMIN_BIND, DEFAULT_ADMIN_BIND, errors, loc)
     if errors:
@@ -265,7 +325,7 @@ def parse_properties(
         ports=ports,
         admin_user=raw.get(KEY_ADMIN_USER, "admin").strip() or "admin",
         admin_port=ports[KEY_ADMIN_PORT],
-        http_port=ports[KEY_HTTP_PORT],
+        http_port=ports.get(KEY_HTTP_PORT, 0),
         naming_port=ports.get(KEY_NAMING_PORT),
         app=app,
         app_path=raw.get(KEY_APP_PATH, "").strip() or None,
@@ -275,6 +335,12 @@ def parse_properties(
         hostname=raw.get(KEY_HOSTNAME, "").strip() or None,
         bind_address=bind,
         admin_bind_address=admin_bind,
+        https_port=ports.get(KEY_HTTPS_PORT, 0),
+        https_cert=cert,
+        https_key=key_file,
+        restart_limit=3 if limit is None else limit,
+        restart_window=600.0 if window is None else window,
+        restart_backoff=1.0 if backoff is None else backoff,
     )
 
 
