@@ -242,7 +242,15 @@ def test_two_way_from_bare_nodes_and_back(site: Any) -> None:
     h = s.h
     before = {n: s.snapshot(n, "webotx-twoway") for n in h.nodes}
     _ok(s.init("two-way"))
-    _ok(s.build("n1"))
+    # n1 killed inside the domain2 step (its disk mounted, domain2 created, nothing recorded):
+    # run again, it takes the domain it finds, unmounts the disk and goes on.
+    r = s.build("n1", "--json", env={"KAGEMUSHA_BUILD_CRASH_IN_DOMAIN": "domain2"})
+    assert r.returncode == 75, r.stdout + r.stderr
+    assert [e.mount_point for e in h.mounts("n1")] == [str(s.dir / "data2")]
+    r = _ok(s.build("n1", "--json"))
+    resumed = {d["step"]: d for d in _steps(r)}
+    assert resumed["domain-domain1"]["status"] == "already done", resumed
+    assert "found in" in resumed["domain-domain2"]["detail"], resumed
     _ok(s.build("n2"))
     r = s.build("n1", "--verify", "--json")
     checks = [d for d in _steps(r) if d["status"] in ("ok", "failed")]

@@ -193,7 +193,7 @@ def _delete_domains(ctx: BuildContext) -> str:
 
     gone = []
     for g in ctx.plan.groups:
-        with mounted(g, ctx.plan.facts.fstype):
+        with mounted(g, ctx.plan.facts.fstype, take_over=True):  # every agent has stopped
             root = Path(g.domains_root)
             if DomainLayout(root / g.domain).exists():
                 delete_domain(g.domain, root, admin_user=ctx.plan.facts.admin_user,

@@ -292,11 +292,34 @@ def is_mounted(mount_point: str) -> bool:
     return any(e.mount_point == mp for e in read_mountinfo())
 
 
+def mounted_here(g: GroupPlan) -> bool:
+    """Whether the group's own disk is what is mounted on its mount point (e.g. left by a killed build)."""
+    from kagemusha._os import device_number, read_mountinfo
+
+    dev = device_number(g.disk)
+    mp = os.path.normpath(g.mount)
+    return dev is not None and any(e.mount_point == mp and (e.major, e.minor) == dev for e in read_mountinfo())
+
+
+#: Test hook: ``build`` exits (75) inside the domain step with the disk mounted and the domain
+#: created, the moment a power cut or Ctrl-C would leave the most behind.
+ENV_CRASH_IN_DOMAIN = "KAGEMUSHA_BUILD_CRASH_IN_DOMAIN"
+
+
 @contextlib.contextmanager
-def mounted(g: GroupPlan, fstype: str) -> Any:
-    """The group's disk mounted on its mount point for the block (left as found afterwards)."""
+def mounted(g: GroupPlan, fstype: str, *, take_over: bool = False) -> Any:
+    """The group's disk mounted on its mount point for the block.
+
+    Left as found afterwards, except that with ``take_over`` (no agent runs on this node) the
+    group's disk found mounted already (by a build killed half-way) is unmounted too.
+    """
     if is_mounted(g.mount):
-        yield
+        ours = take_over and mounted_here(g)
+        try:
+            yield
+        finally:
+            if ours:
+                subprocess.run(["umount", g.mount], capture_output=True, check=False, timeout=120)
         return
     made = not Path(g.mount).exists()
     if made:  # e.g. uninstall on the last node after its own mount point was removed: made for the block
@@ -352,7 +375,8 @@ class CreateDomain(Step):
         reg = ctx.registry()
         autostart = ctx.plan.facts.topology is Topology.ONE_WAY
         props_file = ctx.plan.properties(g)
-        with mounted(g, ctx.plan.facts.fstype):
+        take_over = StartAgent().check(ctx) is None  # no agent of this cluster runs here yet
+        with mounted(g, ctx.plan.facts.fstype, take_over=take_over):
             root = Path(g.domains_root)
             layout = DomainLayout(root / g.domain)
             if not root.exists():
@@ -372,6 +396,8 @@ class CreateDomain(Step):
                                             admin_password=ctx.password(), admin_port=ctx.plan.facts.admin_port,
                                             registry=reg)
                 outcome = f"created {g.domain} in {root}"
+                if os.environ.get(ENV_CRASH_IN_DOMAIN) == g.domain:
+                    os._exit(75)
             set_autostart(g.domain, autostart, root, registry=reg)
         return outcome + f" (autostart {'on' if autostart else 'off'}); {g.disk} unmounted"
 
@@ -762,7 +788,7 @@ def preflight(ctx: BuildContext, steps: list[Step], done: dict[str, str | None])
                 problems.append(f"disk {g.disk} has {t or 'no file system'}, not {f.fstype}"
                                 + (" (give --mkfs to make one)" if t is None else ""))
         need_free = (f"domain-{g.domain}" in todo) or ("mount-points" in todo)
-        if need_free and not started and is_mounted(g.mount):
+        if need_free and not started and is_mounted(g.mount) and not (ctx.is_first and mounted_here(g)):
             problems.append(f"mount point {g.mount} is in use (something is mounted on it)")
         elif need_free and Path(g.mount).is_dir() and not is_mounted(g.mount) and any(Path(g.mount).iterdir()):
             problems.append(f"mount point {g.mount} is not empty")
