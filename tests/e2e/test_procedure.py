@@ -257,6 +257,12 @@ def test_two_way_from_bare_nodes_and_back(site: Any) -> None:
     assert r.returncode == 0 and len(checks) == 12 and all(d["status"] == "ok" for d in checks), r.stdout + r.stderr
     s.wait_group("webotx1", "n1", "n1")
     s.wait_group("webotx2", "n2", "n1")
+    # The dry run says what uninstall would do and changes nothing.
+    snap = s.config_files("n2")
+    dry = _steps(_ok(s.uninstall("n2", "--dry-run", "--json")))
+    assert dry and all(d["status"] == "would do" for d in dry), dry
+    assert not any(d["step"] == "domains" for d in dry), dry  # n1 is still built: n2 is not the last
+    assert s.config_files("n2") == snap
     # n2's uninstall moves webotx2 to n1 first; n1's (the last) stops both.
     out = _ok(s.uninstall("n2")).stdout
     assert "moved webotx2 to n1" in out, out
@@ -264,6 +270,8 @@ def test_two_way_from_bare_nodes_and_back(site: Any) -> None:
     _ok(s.uninstall("n1"))
     for n in h.nodes:
         assert s.snapshot(n, "webotx-twoway") == before[n], n
+    again = _ok(s.uninstall("n1")).stdout  # nothing left to undo
+    assert "no manifest" in again, again
 
 
 def test_bad_flags_and_failed_preflight_change_nothing(site: Any) -> None:
