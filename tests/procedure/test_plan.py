@@ -24,15 +24,15 @@ def pw(tmp_path: Path) -> Path:
 
 def facts(tmp_path: Path, pw: Path, topology: str = "one-way", **kw: object):  # type: ignore[no-untyped-def]
     two = topology == "two-way"
-    args: dict[str, object] = dict(
-        nodes="n1=198.18.0.11,n2=198.18.0.12:7701",
-        vip="198.18.0.100/24,198.18.0.101/24" if two else "198.18.0.100/24",
-        interface="eth0",
-        disk="/dev/loop7,/dev/loop8" if two else "/dev/loop7",
-        mount=f"{tmp_path}/data1,{tmp_path}/data2" if two else f"{tmp_path}/data1",
-        store=f"local:{tmp_path}/store.db",
-        admin_password_file=str(pw),
-    )
+    args: dict[str, object] = {
+        "nodes": "n1=198.18.0.11,n2=198.18.0.12:7701",
+        "vip": "198.18.0.100/24,198.18.0.101/24" if two else "198.18.0.100/24",
+        "interface": "eth0",
+        "disk": "/dev/loop7,/dev/loop8" if two else "/dev/loop7",
+        "mount": f"{tmp_path}/data1,{tmp_path}/data2" if two else f"{tmp_path}/data1",
+        "store": f"local:{tmp_path}/store.db",
+        "admin_password_file": str(pw),
+    }
     args.update(kw)
     return parse_facts(topology, **args)  # type: ignore[arg-type]
 
