@@ -17,6 +17,7 @@ PACKAGES = [
     "kagemusha.agent",
     "kagemusha.domains",
     "kagemusha.testing",
+    "kagemusha.procedure",
 ]
 
 

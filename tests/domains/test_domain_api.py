@@ -28,7 +28,13 @@ def test_cluster_facing_signatures() -> None:
     assert sig.parameters["wait_timeout"].default == 300
     sig = inspect.signature(domains.check_domain_health)
     assert sig.parameters["user"].kind is inspect.Parameter.KEYWORD_ONLY
-    assert {s.value for s in domains.DomainState} == {"not running", "starting", "running", "stopping"}
+    assert {s.value for s in domains.DomainState} == {
+        "not running",
+        "starting",
+        "running",
+        "stopping",
+        "failed",
+    }
 
 
 def test_importing_the_library_does_not_import_the_server_stack() -> None:

@@ -201,6 +201,30 @@ def setup(
     print(f"Domains root {domains_root.absolute()} registered: {', '.join(names) or 'no domains'}.")
 
 
+@_command("set")
+def set_(
+    name: Name,
+    assignments: Annotated[
+        list[str],
+        typer.Argument(
+            help="KEY=VALUE pairs (KEY= removes the key).", show_default=False, metavar="KEY=VALUE..."
+        ),
+    ],
+    domaindir: DomainDir = None,
+) -> None:
+    """Change properties of a stopped domain, validated like create (otxadmin set)."""
+    from kagemusha.domains import set_properties
+
+    pairs: list[tuple[str, str | None]] = []
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="KEY=VALUE")
+        pairs.append((key.strip(), value if value != "" else None))
+    changed = set_properties(name, pairs, domaindir)
+    print(f"Domain {name}: {', '.join(changed)} set.")
+
+
 @_command("deploy")
 def deploy(
     name: Name,

@@ -23,28 +23,76 @@ clear line) or :class:`~kagemusha.errors.ConfigError` (properties: each error na
 
 from __future__ import annotations
 
-from kagemusha.domains._client import resolve_name
-from kagemusha.domains._control import (
-    DEFAULT_START_WAIT,
-    DEFAULT_WAIT_TIMEOUT,
-    DomainHealth,
-    DomainInfo,
-    DomainState,
-    check_domain_health,
-    create_domain,
-    delete_domain,
-    deploy_app,
-    domain_state,
-    kill_domain,
-    kill_domains_under,
-    list_domains,
-    set_autostart,
-    setup_domains_root,
-    start_domain,
-    stop_domain,
-)
-from kagemusha.domains._layout import ADMIN_DOMAIN, DEFAULT_ADMIN_PORT, DomainLayout, NodeRegistry
-from kagemusha.domains._properties import DomainProperties, load_properties
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kagemusha.domains._client import resolve_name
+    from kagemusha.domains._control import (
+        DEFAULT_START_WAIT,
+        DEFAULT_WAIT_TIMEOUT,
+        DomainHealth,
+        DomainInfo,
+        DomainState,
+        check_domain_health,
+        create_domain,
+        delete_domain,
+        deploy_app,
+        domain_state,
+        kill_domain,
+        kill_domains_under,
+        list_domains,
+        set_autostart,
+        set_properties,
+        setup_domains_root,
+        start_domain,
+        stop_domain,
+    )
+    from kagemusha.domains._layout import ADMIN_DOMAIN, DEFAULT_ADMIN_PORT, DomainLayout, NodeRegistry
+    from kagemusha.domains._properties import DomainProperties, load_properties
+
+# NB: the names are imported when first used (PEP 562), so ``python -m kagemusha.domains._runtime``
+# and ``._appserver`` (which import this package first) do not pay for psutil, javaproperties and
+# the control code on every domain start.
+_WHERE = {
+    "resolve_name": "_client",
+    **dict.fromkeys(
+        (
+            "DEFAULT_START_WAIT",
+            "DEFAULT_WAIT_TIMEOUT",
+            "DomainHealth",
+            "DomainInfo",
+            "DomainState",
+            "check_domain_health",
+            "create_domain",
+            "delete_domain",
+            "deploy_app",
+            "domain_state",
+            "kill_domain",
+            "kill_domains_under",
+            "list_domains",
+            "set_autostart",
+            "set_properties",
+            "setup_domains_root",
+            "start_domain",
+            "stop_domain",
+        ),
+        "_control",
+    ),
+    **dict.fromkeys(("ADMIN_DOMAIN", "DEFAULT_ADMIN_PORT", "DomainLayout", "NodeRegistry"), "_layout"),
+    **dict.fromkeys(("DomainProperties", "load_properties"), "_properties"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ADMIN_DOMAIN",
@@ -68,6 +116,7 @@ __all__ = [
     "load_properties",
     "resolve_name",
     "set_autostart",
+    "set_properties",
     "setup_domains_root",
     "start_domain",
     "stop_domain",

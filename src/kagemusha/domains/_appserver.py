@@ -1,16 +1,26 @@
-"""The domain's application server process: uvicorn serving ``domain.app`` on an inherited socket.
+"""The domain's application server process: uvicorn serving ``domain.app`` on inherited sockets.
 
-Run by the domain master as ``python -m kagemusha.domains._appserver <domain dir>`` with the
-listening socket's descriptor in ``KAGEMUSHA_APP_FD``. ``domain.app`` may be ASGI or WSGI
-(wrapped with a2wsgi); with ``domain.workers`` > 1 uvicorn's multiprocess supervisor forks the
-workers, all inheriting the domain's tag.
+Run by the domain master as ``python -m kagemusha.domains._appserver <domain dir> <workers>
+<access log>`` with the listening sockets in ``KAGEMUSHA_APP_FDS`` (``http:5,https:6``; either
+may be absent when its port is 0), the TLS certificate and key files in
+``KAGEMUSHA_TLS_CERT``/``KAGEMUSHA_TLS_KEY``, and the write end of a pipe in
+``KAGEMUSHA_READY_FD``: one line ``ready`` is written there once every listener serves (the
+master waits for it instead of polling the port).
+
+``domain.app`` may be ASGI or WSGI (wrapped with a2wsgi). One application object serves HTTP and
+HTTPS alike: two uvicorn servers in one event loop share it (its lifespan runs once, on the
+first). With ``domain.workers`` > 1 this process forks the workers before anything is imported
+(each imports the app itself), forwards SIGTERM to them, and replaces a worker that dies while
+the domain is not stopping; all inherit the domain's tag.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import os
+import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -21,7 +31,10 @@ __all__ = ["create_app", "is_asgi", "load_app", "main", "uvicorn_log_config"]
 
 ENV_APP = "KAGEMUSHA_DOMAIN_APP"
 ENV_APP_PATH = "KAGEMUSHA_DOMAIN_APP_PATH"
-ENV_APP_FD = "KAGEMUSHA_APP_FD"
+ENV_APP_FDS = "KAGEMUSHA_APP_FDS"
+ENV_READY_FD = "KAGEMUSHA_READY_FD"
+ENV_TLS_CERT = "KAGEMUSHA_TLS_CERT"
+ENV_TLS_KEY = "KAGEMUSHA_TLS_KEY"
 ENV_DOMAIN_NAME = "KAGEMUSHA_DOMAIN_NAME"
 
 Scope = MutableMapping[str, Any]
@@ -116,33 +129,189 @@ def uvicorn_log_config(logs: Path, *, access_log: bool = True) -> dict[str, Any]
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Serve the domain's app on the inherited socket until told to stop."""
+def _parse_fds(value: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in value.split(","):
+        name, sep, fd = item.partition(":")
+        if sep:
+            out[name] = int(fd)
+    return out
+
+
+def _signal_ready(fd: int | None) -> None:
+    if fd is None:
+        return
+    try:
+        os.write(fd, b"ready\n")
+    except OSError:
+        pass  # the master is gone: it will not read it
+    finally:
+        os.close(fd)
+
+
+async def serve(listeners: dict[str, socket.socket], *, access_log: bool, ready_fd: int | None) -> int:
+    """Serve the app on every listener (``http`` plain, ``https`` with TLS) until SIGTERM/SIGINT."""
+    import asyncio
+
     import uvicorn
-    from uvicorn.supervisors.multiprocess import Multiprocess
+
+    class _Server(uvicorn.Server):
+        """A server that leaves signals to us and says when it serves."""
+
+        def __init__(self, config: uvicorn.Config) -> None:
+            super().__init__(config)
+            self.up = asyncio.Event()
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            yield
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            self.up.set()
+
+    app = create_app()
+    servers: list[tuple[_Server, socket.socket]] = []
+    for name, sock in listeners.items():
+        tls: dict[str, Any] = {}
+        if name == "https":
+            tls = {"ssl_certfile": os.environ[ENV_TLS_CERT], "ssl_keyfile": os.environ[ENV_TLS_KEY]}
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=access_log,
+            proxy_headers=False,
+            server_header=False,
+            lifespan="auto" if not servers else "off",  # the app's startup and shutdown run once
+            **tls,
+        )
+        servers.append((_Server(config), sock))
+
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for server, _ in servers:
+            server.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    tasks: list[asyncio.Task[None]] = []
+    for server, sock in servers:
+        task = asyncio.ensure_future(server.serve(sockets=[sock]))
+        tasks.append(task)
+        # NB: the next listener starts once this one serves: the first runs the app's startup.
+        up = asyncio.ensure_future(server.up.wait())
+        await asyncio.wait({task, up}, return_when=asyncio.FIRST_COMPLETED)
+        up.cancel()
+        if task.done():
+            stop()
+            break
+    if all(server.up.is_set() for server, _ in servers):
+        _signal_ready(ready_fd)
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        if task.done() and not task.cancelled() and isinstance(task.exception(), SystemExit):
+            return 3  # the app's startup failed (uvicorn's STARTUP_FAILURE)
+    return 0 if all(server.started for server, _ in servers) else 3
+
+
+def _serve_process(listeners: dict[str, socket.socket], *, access_log: bool, ready_fd: int | None) -> int:
+    import asyncio
+
+    try:
+        return asyncio.run(serve(listeners, access_log=access_log, ready_fd=ready_fd))
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else 3
+
+
+def _prefork(
+    workers: int, listeners: dict[str, socket.socket], *, access_log: bool, ready_fd: int | None
+) -> int:
+    """Fork ``workers`` serving processes; readiness once each has said so; restart the ones that die."""
+    ready_r, ready_w = os.pipe()
+    children: set[int] = set()
+    stopping = False
+    master_ready = ready_fd  # None once handed on (a later worker must not close a reused number)
+
+    def spawn() -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, signal.SIG_DFL)
+                with contextlib.suppress(OSError):
+                    os.close(ready_r)
+                if master_ready is not None:
+                    os.close(master_ready)  # the parent says when every worker is ready
+                worker_ready = os.dup(ready_w) if ready_w >= 0 else None
+                code = _serve_process(listeners, access_log=access_log, ready_fd=worker_ready)
+            finally:
+                os._exit(code)
+        children.add(pid)
+
+    def forward(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for _ in range(workers):
+        spawn()
+    os.close(ready_w)
+    ready_w = -1
+    seen = 0
+    while seen < workers:
+        chunk = os.read(ready_r, 64)  # NB: EOF once every worker said ready or died
+        if not chunk:
+            break
+        seen += chunk.count(b"\n")
+    os.close(ready_r)
+    if master_ready is not None:
+        if seen >= workers:
+            _signal_ready(master_ready)
+        else:
+            os.close(master_ready)
+        master_ready = None
+    failures = 0
+    startup_failed = False
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        children.discard(pid)
+        if stopping:
+            continue
+        failures += 1
+        if os.waitstatus_to_exitcode(status) == 3 or failures > 10 * workers:
+            startup_failed = True
+            forward(signal.SIGTERM, None)  # the app cannot start: stop the rest, report it
+            continue
+        spawn()
+    return 3 if startup_failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the domain's app on the inherited sockets until told to stop."""
+    import logging.config
 
     args = sys.argv[1:] if argv is None else argv
     domain_dir = Path(args[0])
     workers = int(args[1]) if len(args) > 1 else 1
     access_log = (args[2] if len(args) > 2 else "true") == "true"
-    fd = int(os.environ[ENV_APP_FD])
-    sock = socket.socket(fileno=fd)
-    log_config = uvicorn_log_config(domain_dir / "logs", access_log=access_log)
-    config = uvicorn.Config(
-        "kagemusha.domains._appserver:create_app",
-        factory=True,
-        workers=workers,
-        log_config=log_config,
-        access_log=access_log,
-        proxy_headers=False,
-        server_header=False,
-    )
+    listeners = {
+        name: socket.socket(fileno=fd) for name, fd in _parse_fds(os.environ.get(ENV_APP_FDS, "")).items()
+    }
+    ready = os.environ.get(ENV_READY_FD)
+    ready_fd = int(ready) if ready else None
+    logging.config.dictConfig(uvicorn_log_config(domain_dir / "logs", access_log=access_log))
     if workers > 1:
-        Multiprocess(config, sockets=[sock]).run()
-        return 0
-    server = uvicorn.Server(config)
-    server.run(sockets=[sock])
-    return 0 if server.started else 3
+        return _prefork(workers, listeners, access_log=access_log, ready_fd=ready_fd)
+    return _serve_process(listeners, access_log=access_log, ready_fd=ready_fd)
 
 
 if __name__ == "__main__":

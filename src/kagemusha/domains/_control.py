@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -31,6 +31,7 @@ from kagemusha.domains._layout import (
     write_json_atomic,
 )
 from kagemusha.domains._procs import (
+    ENV_START_FD,
     ENV_TAG,
     bind_listener,
     domain_processes,
@@ -41,20 +42,27 @@ from kagemusha.domains._procs import (
     read_record,
     reap,
     send_signal,
+    write_desired,
     write_state,
 )
 from kagemusha.domains._properties import (
+    KEY_ADMIN_PASSWORD,
     KEY_ADMIN_PORT,
     KEY_APP,
     KEY_APP_PATH,
     KEY_HTTP_PORT,
+    KEY_HTTPS_CERT,
+    KEY_HTTPS_KEY,
+    KEY_HTTPS_PORT,
     KEY_NAMING_PORT,
     DomainProperties,
     check_port_conflicts,
     load_properties,
     parse_properties,
+    probe_host,
     redact_password,
     set_key,
+    url_host,
 )
 from kagemusha.errors import ConfigError, DomainError
 
@@ -71,6 +79,7 @@ __all__ = [
     "kill_domain",
     "list_domains",
     "set_autostart",
+    "set_properties",
     "setup_domains_root",
     "start_domain",
     "stop_domain",
@@ -88,6 +97,7 @@ class DomainState(StrEnum):
     STARTING = "starting"
     RUNNING = "running"
     STOPPING = "stopping"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -293,6 +303,7 @@ def create_domain(
         with os.fdopen(fd, "w") as fh:
             fh.write(hash_password(password) + "\n")
         tmp.write_settings({"autostart": True})
+        _prepare_https(tmp, props)
         write_state(tmp.state_file, "not running")
         if props.run_user is not None and os.geteuid() == 0:
             _chown_tree(tmp.dir, pwd.getpwnam(props.run_user))
@@ -300,6 +311,9 @@ def create_domain(
     except OSError as exc:
         shutil.rmtree(tmp.dir, ignore_errors=True)
         raise DomainError(f"cannot create domain {name} in {root}: {exc.strerror or exc}") from exc
+    except BaseException:
+        shutil.rmtree(tmp.dir, ignore_errors=True)
+        raise
     reg.register(name, root)
     with reg.edit() as data:
         adm = data["admin"]
@@ -342,6 +356,133 @@ def delete_domain(
     reg.unregister(name)
 
 
+# -- set ---------------------------------------------------------------------------------------
+
+
+def set_properties(
+    name: str,
+    assignments: Iterable[tuple[str, str | None]],
+    domaindir: str | Path | None = None,
+    *,
+    registry: NodeRegistry | None = None,
+) -> list[str]:
+    """Change properties of a stopped domain (``otxadmin set``), validated exactly like ``create``.
+
+    Args:
+        name: the domain.
+        assignments: ``(key, value)`` pairs applied in order; a value of None removes the key.
+            ``domain.admin.password`` is never written: its argon2 hash replaces the domain's.
+        domaindir: its domains root; default: where the registry says it lives.
+        registry: the node registry.
+
+    Returns:
+        The keys changed, in order.
+
+    Raises:
+        DomainError: no such domain, it is not stopped, or the file cannot be written.
+        ConfigError: the resulting properties are invalid, or a port is another domain's; nothing
+            is changed then.
+    """
+    import javaproperties
+
+    from kagemusha.domains._auth import hash_password
+
+    reg = _registry(registry)
+    if name == ADMIN_DOMAIN:
+        raise DomainError("the admin domain has no properties to set (use create/setup --port)")
+    layout = reg.locate(name, domaindir)
+    pairs = list(assignments)
+    with _domain_lock(layout):
+        state = _state(layout)
+        if state not in (DomainState.NOT_RUNNING, DomainState.FAILED):
+            raise DomainError(f"domain {name} is {state}; stop it before changing its properties")
+        text = layout.properties.read_text(encoding="latin-1")
+        new_password: str | None = None
+        changed: list[str] = []
+        for key, value in pairs:
+            if key == KEY_ADMIN_PASSWORD:
+                if not value:
+                    raise DomainError(f"{KEY_ADMIN_PASSWORD} cannot be removed, only changed")
+                new_password = value
+            else:
+                text = set_key(text, key, value)
+            changed.append(key)
+        props = parse_properties(dict(javaproperties.loads(text)), source=str(layout.properties), name=name)
+        conflicts = check_port_conflicts(name, props.ports, _other_domains_ports(reg, [layout.dir.parent]))
+        if conflicts:
+            raise ConfigError(conflicts)
+        _prepare_https(layout, props)
+        try:
+            _write_private(layout.properties, text.encode("latin-1"), mode=0o644)
+            if new_password is not None:
+                _write_private(layout.password_hash, (hash_password(new_password) + "\n").encode())
+        except OSError as exc:
+            raise DomainError(f"cannot write {layout.properties}: {exc.strerror or exc}") from exc
+        if props.run_user is not None and os.geteuid() == 0:
+            _chown_tree(layout.dir, pwd.getpwnam(props.run_user))
+    return changed
+
+
+def _write_private(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Replace ``path`` atomically with ``data``, created with ``mode`` (never readable in between)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _tls_host(props: DomainProperties) -> str:
+    """The host a generated certificate is made for: the advertised host (the VIP) if any."""
+    return props.advertised or props.hostname or "localhost"
+
+
+def _prepare_https(layout: DomainLayout, props: DomainProperties) -> tuple[str, str] | None:
+    """The domain's TLS certificate and key files, checked; generated (self-signed) when not given.
+
+    Returns:
+        ``(cert, key)``, or None when the domain serves no HTTPS.
+
+    Raises:
+        ConfigError: a given certificate or key is missing, readable by others, or unusable.
+    """
+    from kagemusha.domains._tls import check_tls_files, generate_self_signed
+
+    if not props.https_port:
+        return None
+    if props.https_cert and props.https_key:
+        errors = check_tls_files(
+            props.https_cert, props.https_key, cert_key=KEY_HTTPS_CERT, key_key=KEY_HTTPS_KEY
+        )
+        if errors:
+            raise ConfigError([(f"{layout.properties}: {k}", m) for k, m in errors])
+        return props.https_cert, props.https_key
+    host = _tls_host(props)
+    settings = layout.read_settings()
+    if (
+        settings.get("https_generated_for") != host
+        or not layout.https_cert.is_file()
+        or not layout.https_key.is_file()
+    ):
+        try:
+            generate_self_signed(host, layout.https_cert, layout.https_key)
+        except OSError as exc:
+            raise DomainError(
+                f"cannot write the certificate of {layout.name}: {exc.strerror or exc}"
+            ) from exc
+        settings["https_generated_for"] = host
+        layout.write_settings(settings)
+    return str(layout.https_cert), str(layout.https_key)
+
+
 # -- state -------------------------------------------------------------------------------------
 
 
@@ -356,6 +497,8 @@ def _state(layout: DomainLayout) -> DomainState:
             return DomainState.RUNNING
     if record.state != DomainState.NOT_RUNNING and domain_processes(layout.dir, record):
         return DomainState.STOPPING  # NB: master gone but processes left: never say "not running"
+    if record.state == DomainState.FAILED:
+        return DomainState.FAILED  # the admin domain gave up restarting it
     return DomainState.NOT_RUNNING
 
 
@@ -449,6 +592,7 @@ def _spawn(
     *,
     env_extra: dict[str, str],
     pw: pwd.struct_passwd | None,
+    ready_fd: int | None = None,
 ) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     for secret in ("KAGEMUSHA_ADMIN_PASSWORD", "KAGEMUSHA_DOMAIN_PASSWORD"):
@@ -456,6 +600,9 @@ def _spawn(
     env[ENV_TAG] = str(layout.dir)
     env["KAGEMUSHA_DOMAIN_FDS"] = ",".join(f"{k}:{v}" for k, v in fds.items())
     env["PYTHONUNBUFFERED"] = "1"
+    env.pop(ENV_START_FD, None)
+    if ready_fd is not None:
+        env[ENV_START_FD] = str(ready_fd)
     env.update(env_extra)
     if pw is not None:
         env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
@@ -466,7 +613,7 @@ def _spawn(
         return subprocess.Popen(
             argv,
             start_new_session=True,  # its own session and process group: the domain's boundary
-            pass_fds=list(fds.values()),
+            pass_fds=[*fds.values(), *([ready_fd] if ready_fd is not None else [])],
             env=env,
             cwd=str(layout.dir),
             stdin=subprocess.DEVNULL,
@@ -480,28 +627,57 @@ def _spawn(
         os.close(console)
 
 
+def _wait_signalled(ready_r: int, proc: subprocess.Popen[bytes], deadline: float) -> bool:
+    """Wait until the master writes its readiness line (True) or exits / closes the pipe (False).
+
+    NB: no polling: the master writes one line to the pipe once the app serves; the pipe's
+    EOF (the master died or gave up) ends the wait as well.
+    """
+    import select
+
+    buf = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        ready, _, _ = select.select([ready_r], [], [], left)
+        if not ready:
+            return False
+        chunk = os.read(ready_r, 256)
+        if not chunk:
+            return False
+        buf += chunk
+        if b"\n" in buf:
+            return buf.startswith(b"running")
+
+
 def _wait_started(
     layout: DomainLayout,
     proc: subprocess.Popen[bytes],
     what: str,
     wait: float,
-    port: int | None,
+    probe: Callable[[], bool] | None,
     logs_before: dict[str, int] | None = None,
+    *,
+    ready_r: int | None = None,
 ) -> None:
     deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
+    if ready_r is not None:
+        try:
+            _wait_signalled(ready_r, proc, deadline)
+        finally:
+            os.close(ready_r)
+    while True:
         rc = proc.poll()
         record = read_record(layout.state_file)
         if rc is not None:
             detail = record.detail or f"exited with code {rc}"
             raise DomainError(f"{what} failed to start: {detail}; {_last_log_line(layout, logs_before)}")
-        if (
-            record.pid == proc.pid
-            and record.state == DomainState.RUNNING
-            and (port is None or _port_answers(port))
-        ):
+        if record.pid == proc.pid and record.state == DomainState.RUNNING and (probe is None or probe()):
             return
-        time.sleep(0.05)
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
     kill_all(layout.dir, read_record(layout.state_file))
     write_state(layout.state_file, "not running", detail="did not start in time; killed")
     raise DomainError(
@@ -509,23 +685,52 @@ def _wait_started(
     )
 
 
-def _port_answers(port: int, *, timeout: float = 2.0) -> bool:
-    import httpx
+def _port_answers(port: int, *, host: str = "127.0.0.1", timeout: float = 2.0, tls: bool = False) -> bool:
+    """Whether an HTTP(S) server on ``host:port`` answers a request (any status counts)."""
+    import http.client
 
+    conn: http.client.HTTPConnection
+    if tls:
+        import ssl
+
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # NB: liveness of our own server, not its identity
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        httpx.get(f"http://127.0.0.1:{port}/", timeout=timeout)
+        conn.request("GET", "/", headers={"Connection": "close"})
+        conn.getresponse().read()
         return True
-    except httpx.HTTPError:
+    except (OSError, http.client.HTTPException):
         return False
+    finally:
+        conn.close()
+
+
+def _app_answers(props: DomainProperties, *, timeout: float = 2.0) -> bool:
+    """Whether the domain's application answers (over HTTP, or HTTPS when HTTP is off)."""
+    if props.http_port:
+        return _port_answers(props.http_port, host=props.probe_host, timeout=timeout)
+    return _port_answers(props.https_port, host=props.probe_host, timeout=timeout, tls=True)
 
 
 def _bind_all(props: DomainProperties) -> dict[str, int]:
+    """Bind every listening socket of the domain: services on the bind address, admin on its own."""
     socks = []
     try:
-        socks.append(("http", bind_listener(props.http_port, KEY_HTTP_PORT)))
-        socks.append(("admin", bind_listener(props.admin_port, KEY_ADMIN_PORT)))
+        if props.http_port:
+            socks.append(("http", bind_listener(props.http_port, KEY_HTTP_PORT, host=props.bind_address)))
+        if props.https_port:
+            socks.append(("https", bind_listener(props.https_port, KEY_HTTPS_PORT, host=props.bind_address)))
+        socks.append(
+            ("admin", bind_listener(props.admin_port, KEY_ADMIN_PORT, host=props.admin_bind_address))
+        )
         if props.naming_port is not None:
-            socks.append(("naming", bind_listener(props.naming_port, KEY_NAMING_PORT)))
+            socks.append(
+                ("naming", bind_listener(props.naming_port, KEY_NAMING_PORT, host=props.bind_address))
+            )
     except DomainError:
         for _, s in socks:
             s.close()
@@ -533,17 +738,23 @@ def _bind_all(props: DomainProperties) -> dict[str, int]:
     return {k: s.detach() for k, s in socks}
 
 
-def _app_env(layout: DomainLayout, props: DomainProperties) -> dict[str, str]:
+def _app_env(layout: DomainLayout, props: DomainProperties, tls: tuple[str, str] | None) -> dict[str, str]:
     paths = [str(layout.apps)]
     if props.app_path:
         for p in props.app_path.split(os.pathsep):
             pp = Path(p)
             paths.insert(len(paths) - 1, str(pp if pp.is_absolute() else layout.dir / pp))
-    return {
+    access_log = props.raw.get("domain.access.log", "true").strip().lower() != "false"
+    env = {
         "KAGEMUSHA_DOMAIN_APP": props.app or "",
         "KAGEMUSHA_DOMAIN_APP_PATH": os.pathsep.join(paths),
         "KAGEMUSHA_DOMAIN_NAME": props.name,
+        "KAGEMUSHA_APP_WORKERS": str(props.workers),
+        "KAGEMUSHA_APP_ACCESS_LOG": "true" if access_log else "false",
     }
+    if tls is not None:
+        env["KAGEMUSHA_TLS_CERT"], env["KAGEMUSHA_TLS_KEY"] = tls
+    return env
 
 
 def _check_startable(layout: DomainLayout, name: str) -> DomainState | None:
@@ -558,7 +769,9 @@ def _check_startable(layout: DomainLayout, name: str) -> DomainState | None:
         if time.monotonic() >= deadline:  # the master said "not running" but does not exit
             return DomainState.STOPPING
         time.sleep(0.05)  # a master that has just stopped: let it exit, then start afresh
-    left = domain_processes(layout.dir, record)
+    # NB: "not running" is only ever written once nothing of the domain is left (clean exit,
+    # verified stop or kill): no need to scan the process table then, on the failover path.
+    left = [] if record.state == DomainState.NOT_RUNNING else domain_processes(layout.dir, record)
     if left:
         raise DomainError(
             f"domain {name} is not running but processes {[p.pid for p in left]} of it are left;"
@@ -593,6 +806,7 @@ def start_domain(
     wait: float = DEFAULT_START_WAIT,
     adminonly: bool = False,
     registry: NodeRegistry | None = None,
+    _spawned: list[subprocess.Popen[bytes]] | None = None,
 ) -> DomainState:
     """Start domain ``name`` and return once its application answers (``otxadmin start-domain``).
 
@@ -618,10 +832,69 @@ def start_domain(
     layout = reg.locate(name, domaindir)
     props = _stored_props(layout)
     with _domain_lock(layout):
-        return _start_locked(layout, props, name, wait)
+        state = _start_locked(layout, props, name, wait, _spawned)
+    with contextlib.suppress(OSError):
+        (layout.state / RESTARTS_FILE).unlink()  # an operator's start: the restart budget is full again
+    return state
 
 
-def _start_locked(layout: DomainLayout, props: DomainProperties, name: str, wait: float) -> DomainState:
+RESTARTS_FILE = "restarts.json"
+
+
+def restart_crashed(
+    layout: DomainLayout,
+    *,
+    wait: float = DEFAULT_START_WAIT,
+    spawned: list[subprocess.Popen[bytes]] | None = None,
+) -> bool:
+    """Restart a domain whose master died while it was meant to run (the admin domain's duty).
+
+    Under the domain's lock: only if it is still desired ``running`` and its master is still
+    gone; what is left of it (an orphaned app server) is killed first. If a ``stop`` or ``kill``
+    came in meanwhile, what was started is killed again.
+
+    Returns:
+        Whether the domain was restarted.
+
+    Raises:
+        DomainError: the start failed (the reason from the domain's logs).
+    """
+    from kagemusha.domains._procs import read_desired
+
+    props = _stored_props(layout)
+    with _domain_lock(layout):
+        if read_desired(layout) != "running":
+            return False
+        record = read_record(layout.state_file)
+        if master_alive(record, layout.dir) is not None:
+            return False
+        kill_all(layout.dir, record)
+        write_state(layout.state_file, "not running", detail=record.detail)
+        _start_locked(layout, props, layout.name, wait, spawned)
+    if read_desired(layout) != "running":  # NB: a stop or a fence raced the restart: it wins
+        kill_all(layout.dir, read_record(layout.state_file))
+        write_state(layout.state_file, "not running", detail="stopped while restarting")
+        return False
+    return True
+
+
+def mark_failed(layout: DomainLayout, detail: str) -> None:
+    """Kill what is left of a crashed domain and record it ``failed`` (restart limit reached)."""
+    with _domain_lock(layout):
+        record = read_record(layout.state_file)
+        if master_alive(record, layout.dir) is not None:
+            return  # someone started it meanwhile
+        kill_all(layout.dir, record)
+        write_state(layout.state_file, "failed", detail=detail)
+
+
+def _start_locked(
+    layout: DomainLayout,
+    props: DomainProperties,
+    name: str,
+    wait: float,
+    spawned: list[subprocess.Popen[bytes]] | None = None,
+) -> DomainState:
     current = _check_startable(layout, name)
     if current is DomainState.STOPPING:
         raise DomainError(f"domain {name} is stopping; wait for it or stop it with --force")
@@ -633,22 +906,34 @@ def _start_locked(layout: DomainLayout, props: DomainProperties, name: str, wait
         raise DomainError(f"domain {name} has no admin password hash ({layout.password_hash})")
     pw = _run_user(props)
     layout.make()
+    tls = _prepare_https(layout, props)
     if pw is not None:
         _chown_tree(layout.dir, pw)
     fds = _bind_all(props)
     logs_before = _log_sizes(layout)
+    ready_r, ready_w = os.pipe()
+    write_desired(layout, "running")
     try:
         proc = _spawn(
             [sys.executable, "-m", "kagemusha.domains._runtime", str(layout.dir)],
             layout,
             fds,
-            env_extra=_app_env(layout, props),
+            env_extra=_app_env(layout, props, tls),
             pw=pw,
+            ready_fd=ready_w,
         )
+    except BaseException:
+        os.close(ready_r)
+        raise
     finally:
+        os.close(ready_w)
         for fd in fds.values():
             os.close(fd)
-    _wait_started(layout, proc, f"domain {name}", wait, props.http_port, logs_before)
+    if spawned is not None:
+        spawned.append(proc)
+    _wait_started(
+        layout, proc, f"domain {name}", wait, lambda: _app_answers(props), logs_before, ready_r=ready_r
+    )
     return DomainState.RUNNING
 
 
@@ -670,6 +955,7 @@ def _wait_running(layout: DomainLayout, wait: float) -> None:
 
 
 def _stop_layout(layout: DomainLayout, what: str, *, force: bool, wait_timeout: float) -> None:
+    write_desired(layout, "stopped")  # before any signal: the admin domain must not restart it
     record = read_record(layout.state_file)
     master = master_alive(record, layout.dir)
     if master is None:
@@ -754,6 +1040,7 @@ def stop_domain(
 
 
 def kill_domain_layout(layout: DomainLayout) -> list[int]:
+    write_desired(layout, "stopped")  # before any signal: the admin domain must not restart it
     record = read_record(layout.state_file)
     killed = kill_all(layout.dir, record)
     if layout.exists():  # NB: never recreate a domain directory on an unmounted mount point
@@ -778,6 +1065,13 @@ def kill_domain(
     return kill_domain_layout(_layout_even_if_gone(_registry(registry), name, domaindir))
 
 
+def _tag_of(proc: psutil.Process) -> str:
+    try:
+        return str(proc.environ().get(ENV_TAG, ""))
+    except psutil.Error:
+        return ""
+
+
 def kill_domains_under(path: str | Path) -> list[int]:
     """Kill every process of every domain whose directory is under ``path``, at once (fencing).
 
@@ -794,6 +1088,8 @@ def kill_domains_under(path: str | Path) -> list[int]:
     """
     root = Path(path).absolute()
     killed: list[int] = []
+    for tag in {_tag_of(p) for p in processes_tagged_under(root)} - {""}:
+        write_desired(DomainLayout(Path(tag)), "stopped")  # never restarted by the admin domain
     for _ in range(5):
         procs = processes_tagged_under(root)
         if not procs:
@@ -831,6 +1127,9 @@ def check_domain_health(
     state = _state(layout)
     if state is DomainState.NOT_RUNNING:
         return DomainHealth(state, False, False, f"domain {name} is not running")
+    if state is DomainState.FAILED:
+        detail = read_record(layout.state_file).detail
+        return DomainHealth(state, False, False, f"domain {name} failed: {detail}")
     try:
         props = _stored_props(layout)
     except ConfigError as exc:
@@ -838,15 +1137,19 @@ def check_domain_health(
     admin_ok = False
     detail = ""
     try:
-        r = httpx.get(f"http://127.0.0.1:{props.admin_port}/status", auth=(user, password), timeout=timeout)
+        r = httpx.get(
+            f"http://{url_host(props.admin_probe_host)}:{props.admin_port}/status",
+            auth=(user, password),
+            timeout=timeout,
+        )
         admin_ok = r.status_code == 200
         if not admin_ok:
             detail = f"admin API answered {r.status_code}"
     except httpx.HTTPError as exc:
         detail = f"admin API on port {props.admin_port} unreachable: {exc.__class__.__name__}"
-    app_ok = _port_answers(props.http_port, timeout=timeout)
+    app_ok = _app_answers(props, timeout=timeout)
     if not app_ok and not detail:
-        detail = f"application on port {props.http_port} does not answer"
+        detail = f"application on port {props.http_port or props.https_port} does not answer"
     return DomainHealth(state, admin_ok, app_ok, detail)
 
 
@@ -978,7 +1281,8 @@ def _start_admin_locked(reg: NodeRegistry, layout: DomainLayout, *, adminonly: b
             _wait_running(layout, wait)
         return
     port = reg.admin_port()
-    fds = {"admin": bind_listener(port, "admin domain --port").detach()}
+    host = reg.admin_bind_address()
+    fds = {"admin": bind_listener(port, "admin domain --port", host=host).detach()}
     logs_before = _log_sizes(layout)
     try:
         argv = [sys.executable, "-m", "kagemusha.domains._supervisor", str(reg.path)]
@@ -987,7 +1291,14 @@ def _start_admin_locked(reg: NodeRegistry, layout: DomainLayout, *, adminonly: b
         proc = _spawn(argv, layout, fds, env_extra={}, pw=None)
     finally:
         os.close(fds["admin"])
-    _wait_started(layout, proc, "the admin domain", wait, port, logs_before)
+    _wait_started(
+        layout,
+        proc,
+        "the admin domain",
+        wait,
+        lambda: _port_answers(port, host=probe_host(host)),
+        logs_before,
+    )
 
 
 def admin_started(reg: NodeRegistry) -> list[tuple[str, str]]:

@@ -5,6 +5,7 @@ A domain lives in ``<domains root>/<name>/``::
     config/domain.properties   the operator's properties, without the plain password
     config/admin.argon2        the admin password's argon2 hash (mode 0600)
     config/kagemusha.json      kagemusha settings of the domain (autostart)
+    config/https.crt, .key     the self-signed TLS certificate made at create (key 0600)
     logs/                      domain.log, server.log, access.log (rotated), console.log
     state/                     state.json (state, pids), names.json (naming service)
     apps/                      deployed application code (on the import path)
@@ -91,6 +92,16 @@ class DomainLayout:
     @property
     def password_hash(self) -> Path:
         return self.dir / "config" / "admin.argon2"
+
+    @property
+    def https_cert(self) -> Path:
+        """The generated self-signed certificate (when ``domain.https.cert`` is not set)."""
+        return self.dir / "config" / "https.crt"
+
+    @property
+    def https_key(self) -> Path:
+        """The generated certificate's key (0600)."""
+        return self.dir / "config" / "https.key"
 
     @property
     def settings(self) -> Path:
@@ -189,7 +200,8 @@ class NodeRegistry:
             fcntl.flock(lock, fcntl.LOCK_EX)
             data = self.load()
             yield data
-            write_json_atomic(self.file, data)
+            # NB: 0600: the registry holds the admin domain's argon2 hash.
+            write_json_atomic(self.file, data, mode=0o600)
 
     # -- roots and domains -------------------------------------------------------------------
 
@@ -282,3 +294,8 @@ class NodeRegistry:
     def admin_port(self) -> int:
         port = self.admin_settings().get("port")
         return int(port) if isinstance(port, int) else DEFAULT_ADMIN_PORT
+
+    def admin_bind_address(self) -> str:
+        """Where the admin domain listens: loopback unless the registry's ``admin.bind_address`` says."""
+        addr = self.admin_settings().get("bind_address")
+        return addr if isinstance(addr, str) and addr else "127.0.0.1"

@@ -9,60 +9,92 @@ mounts the same disk serves the same names (why the seed deletes ``namesv.ndf`` 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
-from fastapi import Depends, FastAPI, HTTPException, Request
-from pydantic import BaseModel, Field
-
+from kagemusha.domains._asgi import Receive, Scope, Send, authorize, read_json_body, send_json
+from kagemusha.domains._auth import Authenticator
 from kagemusha.domains._layout import read_json, write_json_atomic
-from kagemusha.domains._properties import KEY_ADMIN_PORT, KEY_HTTP_PORT, KEY_NAMING_PORT, DomainProperties
+from kagemusha.domains._properties import (
+    KEY_ADMIN_PORT,
+    KEY_HTTP_PORT,
+    KEY_HTTPS_PORT,
+    KEY_NAMING_PORT,
+    DomainProperties,
+    url_host,
+)
 
 __all__ = ["builtin_names", "make_naming_app"]
 
 
 def builtin_names(props: DomainProperties) -> dict[str, dict[str, Any]]:
-    """Names every domain serves: its application, its admin API and the name service itself."""
-    names: dict[str, dict[str, Any]] = {
-        props.name: {"port_key": KEY_HTTP_PORT, "path": "/"},
-        f"{props.name}/admin": {"port_key": KEY_ADMIN_PORT, "path": "/"},
-    }
+    """Names every domain serves: its application (HTTP and HTTPS), its admin API and the name service."""
+    names: dict[str, dict[str, Any]] = {}
+    if props.http_port:
+        names[props.name] = {"port_key": KEY_HTTP_PORT, "path": "/"}
+    if props.https_port:
+        names[f"{props.name}/https"] = {"port_key": KEY_HTTPS_PORT, "path": "/", "scheme": "https"}
+        names.setdefault(props.name, names[f"{props.name}/https"])
+    names[f"{props.name}/admin"] = {"port_key": KEY_ADMIN_PORT, "path": "/"}
     if props.naming_port is not None:
         names["NameService"] = {"port_key": KEY_NAMING_PORT, "path": "/names"}
     return names
 
 
-class Entry(BaseModel):
-    """A bound name: a port (or the key of one of the domain's ports) and a path."""
+def _entry(data: Any, props: DomainProperties) -> dict[str, Any]:
+    """A bound name from a PUT body: ``{"port": 1234}`` or ``{"port_key": KEY}``, ``path``, ``scheme``.
 
-    port: int | None = Field(default=None, ge=1, le=65535)
-    port_key: str | None = None
-    path: str = "/"
-    scheme: str = "http"
+    Raises:
+        ValueError: what is wrong, naming the field.
+    """
+    if not isinstance(data, dict):
+        raise ValueError("body: expected a JSON object")  # noqa: TRY004 - answered 422
+    entry: dict[str, Any] = {}
+    port = data.get("port")
+    if port is not None:
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            raise ValueError("port: expected an integer 1-65535")
+        entry["port"] = port
+    key = data.get("port_key")
+    if key is not None:
+        if not isinstance(key, str):
+            raise ValueError("port_key: expected a string")
+        entry["port_key"] = key
+    if port is None and key not in props.ports:
+        raise ValueError("give 'port' or the 'port_key' of a domain port")
+    for field, default in (("path", "/"), ("scheme", "http")):
+        value = data.get(field, default)
+        if not isinstance(value, str):
+            raise ValueError(f"{field}: expected a string")  # noqa: TRY004 - answered 422
+        entry[field] = value
+    return entry
 
 
-def make_naming_app(props: DomainProperties, names_file: Any, auth: Callable[..., str]) -> Any:
-    """The naming service ASGI app (FastAPI).
+def make_naming_app(props: DomainProperties, names_file: Path, auth: Authenticator) -> Any:
+    """The naming service ASGI app.
 
     Args:
         props: the domain's properties (ports, advertised host).
         names_file: ``state/names.json`` (registered names: ``{"port_key"|"port", "path", "scheme"}``).
-        auth: the admin basic-auth dependency; registering and removing names needs it.
+        auth: the admin credentials; registering and removing names needs them.
     """
-    app = FastAPI(title=f"kagemusha naming service ({props.name})", docs_url=None, redoc_url=None)
 
     def stored() -> dict[str, dict[str, Any]]:
         data = read_json(names_file)
         return data if isinstance(data, dict) else {}
 
-    def host_for(request: Request) -> str:
-        if props.advertised_host:
-            return props.advertised_host
+    def host_for(scope: Scope) -> str:
+        if props.advertised:
+            return props.advertised
         # No VIP configured: advertise the address the client used to reach us.
-        host = request.headers.get("host", "")
-        if host.startswith("["):
-            return host[: host.find("]") + 1]
-        return host.rsplit(":", 1)[0] if host else (props.hostname or "localhost")
+        for k, v in scope.get("headers", ()):
+            if k == b"host":
+                host = bytes(v).decode("latin-1")
+                if host.startswith("["):
+                    return host[: host.find("]") + 1]
+                return host.rsplit(":", 1)[0]
+        return props.hostname or "localhost"
 
     def url_of(entry: dict[str, Any], host: str) -> str | None:
         port = entry.get("port")
@@ -73,39 +105,56 @@ def make_naming_app(props: DomainProperties, names_file: Any, auth: Callable[...
         path = str(entry.get("path") or "/")
         if not path.startswith("/"):
             path = "/" + path
-        return f"{entry.get('scheme') or 'http'}://{host}:{port}{path}"
+        return f"{entry.get('scheme') or 'http'}://{url_host(host)}:{port}{path}"
 
     def table() -> dict[str, dict[str, Any]]:
         return {**builtin_names(props), **stored()}
 
-    @app.get("/names")
-    def list_names(request: Request) -> dict[str, str | None]:
-        host = host_for(request)
-        return {name: url_of(entry, host) for name, entry in sorted(table().items())}
-
-    @app.get("/names/{name:path}")
-    def resolve(name: str, request: Request) -> dict[str, str]:
-        entry = table().get(name)
-        url = url_of(entry, host_for(request)) if entry is not None else None
-        if url is None:
-            raise HTTPException(status_code=404, detail=f"name {name!r} is not bound")
-        return {"name": name, "url": url}
-
-    @app.put("/names/{name:path}", dependencies=[Depends(auth)])
-    def bind(name: str, entry: Entry) -> dict[str, str]:
-        if entry.port is None and entry.port_key not in props.ports:
-            raise HTTPException(status_code=422, detail="give 'port' or the 'port_key' of a domain port")
-        data = stored()
-        data[name] = entry.model_dump(exclude_none=True)
-        write_json_atomic(names_file, data)
-        return {"name": name, "bound": "yes"}
-
-    @app.delete("/names/{name:path}", dependencies=[Depends(auth)])
-    def unbind(name: str) -> dict[str, str]:
-        data = stored()
-        if data.pop(name, None) is None:
-            raise HTTPException(status_code=404, detail=f"name {name!r} is not bound")
-        write_json_atomic(names_file, data)
-        return {"name": name, "bound": "no"}
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path = unquote(scope["path"])
+        method = scope["method"]
+        if path in ("/names", "/names/"):
+            if method != "GET":
+                await send_json(send, 405, {"detail": "method not allowed"})
+                return
+            host = host_for(scope)
+            await send_json(send, 200, {n: url_of(e, host) for n, e in sorted(table().items())})
+            return
+        if not path.startswith("/names/"):
+            await send_json(send, 404, {"detail": "not found"})
+            return
+        name = path[len("/names/") :]
+        if method == "GET":
+            entry = table().get(name)
+            url = url_of(entry, host_for(scope)) if entry is not None else None
+            if url is None:
+                await send_json(send, 404, {"detail": f"name {name!r} is not bound"})
+            else:
+                await send_json(send, 200, {"name": name, "url": url})
+        elif method == "PUT":
+            if not await authorize(auth, scope, send):
+                return
+            try:
+                entry = _entry(await read_json_body(receive), props)
+            except ValueError as exc:
+                await send_json(send, 422, {"detail": str(exc)})
+                return
+            data = stored()
+            data[name] = entry
+            write_json_atomic(names_file, data)
+            await send_json(send, 200, {"name": name, "bound": "yes"})
+        elif method == "DELETE":
+            if not await authorize(auth, scope, send):
+                return
+            data = stored()
+            if data.pop(name, None) is None:
+                await send_json(send, 404, {"detail": f"name {name!r} is not bound"})
+                return
+            write_json_atomic(names_file, data)
+            await send_json(send, 200, {"name": name, "bound": "no"})
+        else:
+            await send_json(send, 405, {"detail": "method not allowed"})
 
     return app

@@ -31,11 +31,14 @@ __all__ = [
     "bind_listener",
     "domain_processes",
     "kill_all",
+    "read_desired",
     "read_record",
+    "write_desired",
     "write_state",
 ]
 
 ENV_TAG = "KAGEMUSHA_DOMAIN"
+ENV_START_FD = "KAGEMUSHA_START_FD"  # the master writes "running" there once the app serves
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,29 @@ def write_state(
     write_json_atomic(state_file, data)
 
 
+def write_desired(layout: Any, desired: str) -> None:
+    """Record what the operator last asked of the domain: ``running`` or ``stopped``.
+
+    The admin domain restarts a crashed domain only while it is desired ``running``; ``stop``
+    and ``kill`` (fencing) record ``stopped`` *before* they signal anything, so a domain being
+    fenced is never brought back. Never recreates a missing ``state/`` (see :func:`write_state`).
+    """
+    path = layout.state / "desired"
+    if not layout.state.is_dir():
+        return
+    with contextlib.suppress(OSError):
+        tmp = path.with_name(f".desired.{os.getpid()}.tmp")
+        tmp.write_text(desired + "\n")
+        os.replace(tmp, path)
+
+
+def read_desired(layout: Any) -> str:
+    try:
+        return (layout.state / "desired").read_text().strip() or "stopped"
+    except OSError:
+        return "stopped"
+
+
 def _is_gone(proc: psutil.Process) -> bool:
     try:
         return bool(proc.status() == psutil.STATUS_ZOMBIE)
@@ -104,7 +130,8 @@ def master_alive(record: ProcessRecord, domain_dir: Path) -> psutil.Process | No
     """The domain's master if it is alive and provably the one recorded (pid, creation time, tag)."""
     if record.pid is None:
         return None
-    reap(record.pid)
+    # NB: no reaping here: a zombie counts as gone already, and the admin domain, whose children
+    # the masters it started are, must get their exit status (``Supervisor.reap``) first.
     try:
         proc = psutil.Process(record.pid)
         if _is_gone(proc):
@@ -308,26 +335,37 @@ def bind_listener(port: int, key: str, *, host: str = "0.0.0.0", backlog: int = 
     """A listening TCP socket on ``host:port`` that a child process can inherit.
 
     The starter binds every port (as root when the domain's user cannot bind below 1024) and
-    hands the descriptors to the domain: that is how a non-root domain serves port 80.
+    hands the descriptors to the domain: that is how a non-root domain serves port 80, and how
+    every service of a domain listens on its bind address (the VIP) and nowhere else.
 
     Raises:
-        DomainError: the port is in use or may not be bound; the message names key and port.
+        DomainError: the port is in use, may not be bound, or ``host`` is not an address of
+            this node; the message names key, address and port.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    where = f"{host}:{port}" if family == socket.AF_INET else f"[{host}]:{port}"
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and host != "::":
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise DomainError(f"port {port} ({key}) is already in use on this node") from exc
+            raise DomainError(f"port {port} ({key}) is already in use on this node ({where})") from exc
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise DomainError(
+                f"cannot listen on {where} ({key}): {host} is not an address of this node"
+                " (is the floating IP up?)"
+            ) from exc
         if exc.errno == errno.EACCES:
             raise DomainError(
                 f"port {port} ({key}): permission denied; ports below 1024 need the domain started as root"
                 " (it then runs as domain.run.user)"
             ) from exc
-        raise DomainError(f"cannot listen on port {port} ({key}): {exc.strerror or exc}") from exc
+        raise DomainError(f"cannot listen on {where} ({key}): {exc.strerror or exc}") from exc
     sock.set_inheritable(True)
     return sock
 

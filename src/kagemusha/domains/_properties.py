@@ -7,6 +7,7 @@ from the seed's file collides with nothing the seed's WebOTX would have used.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,13 +18,22 @@ import javaproperties
 from kagemusha.errors import ConfigError
 
 __all__ = [
+    "KEY_ADMIN_BIND",
     "KEY_ADMIN_PASSWORD",
+    "KEY_BIND",
+    "KEY_HTTPS_CERT",
+    "KEY_HTTPS_KEY",
+    "KEY_HTTPS_PORT",
+    "WILDCARDS",
     "DomainProperties",
     "check_port_conflicts",
     "load_properties",
     "parse_properties",
     "port_keys",
+    "probe_host",
     "redact_password",
+    "set_key",
+    "url_host",
 ]
 
 KEY_NAME = "domain.name"
@@ -38,9 +48,22 @@ KEY_APP_PATH = "domain.app.path"
 KEY_WORKERS = "domain.workers"
 KEY_ADVERTISED = "domain.advertised.host"
 KEY_RUN_USER = "domain.run.user"
+KEY_HTTPS_PORT = "domain.https.port"
+KEY_HTTPS_CERT = "domain.https.cert"
+KEY_HTTPS_KEY = "domain.https.key"
+KEY_RESTART_LIMIT = "domain.restart.limit"
+KEY_RESTART_WINDOW = "domain.restart.window"
+KEY_RESTART_BACKOFF = "domain.restart.backoff"
+KEY_BIND = "domain.bind.address"
+KEY_ADMIN_BIND = "domain.admin.bind.address"
+
+WILDCARDS = frozenset({"0.0.0.0", "::"})
+DEFAULT_BIND = "0.0.0.0"
+DEFAULT_ADMIN_BIND = "127.0.0.1"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _APP_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_SWITCHABLE_PORTS = frozenset({"domain.http.port", "domain.https.port"})  # 0 turns the service off
 _BOOLEAN_VALUES = frozenset({"true", "false", "yes", "no", "on", "off"})
 # Words that contain "port" without naming one (domain.ssl.support, jms.transport, ...).
 _NOT_PORT_WORDS = ("support", "transport", "export", "import", "report", "passport", "portal", "portable")
@@ -68,12 +91,62 @@ class DomainProperties:
     advertised_host: str | None = None
     run_user: str | None = None
     hostname: str | None = None
+    bind_address: str = DEFAULT_BIND
+    admin_bind_address: str = DEFAULT_ADMIN_BIND
+    https_port: int = 0
+    https_cert: str | None = None
+    https_key: str | None = None
+    restart_limit: int = 3
+    restart_window: float = 600.0
+    restart_backoff: float = 1.0
     errors: tuple[tuple[str, str], ...] = field(default=())
 
     @property
     def admin_password(self) -> str | None:
         """The plain password if the operator's file holds one (never stored by kagemusha)."""
         return self.raw.get(KEY_ADMIN_PASSWORD)
+
+    @property
+    def advertised(self) -> str | None:
+        """The host every service advertises: ``domain.advertised.host``, else a non-wildcard bind address."""
+        if self.advertised_host:
+            return self.advertised_host
+        return None if self.bind_address in WILDCARDS else self.bind_address
+
+    @property
+    def probe_host(self) -> str:
+        """Where this node reaches the domain's services (app, HTTPS, naming)."""
+        return probe_host(self.bind_address)
+
+    @property
+    def admin_probe_host(self) -> str:
+        """Where this node reaches the domain's admin API."""
+        return probe_host(self.admin_bind_address)
+
+
+def probe_host(bind: str) -> str:
+    """The address to connect to for a socket bound to ``bind`` (loopback for a wildcard)."""
+    if bind == "0.0.0.0":
+        return "127.0.0.1"
+    if bind == "::":
+        return "::1"
+    return bind
+
+
+def url_host(host: str) -> str:
+    """``host`` as it goes into a URL (IPv6 addresses in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _address(raw: Mapping[str, str], key: str, default: str, errors: list[tuple[str, str]], loc: str) -> str:
+    value = raw.get(key, "").strip()
+    if not value:
+        return default
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        errors.append((f"{loc}: {key}", f"must be an IP address of this node (e.g. the VIP), got {value!r}"))
+        return default
 
 
 def is_port_key(key: str, value: str) -> bool:
@@ -138,6 +211,23 @@ def _int(raw: Mapping[str, str], key: str, errors: list[tuple[str, str]], loc: s
         return None
 
 
+def _float(
+    raw: Mapping[str, str], key: str, errors: list[tuple[str, str]], loc: str, *, low: float
+) -> float | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        errors.append((f"{loc}: {key}", f"must be a number of seconds, got {value!r}"))
+        return None
+    if not low <= number <= 86400 * 7:
+        errors.append((f"{loc}: {key}", f"must be {low:g}-604800 seconds, got {value.strip()}"))
+        return None
+    return number
+
+
 def parse_properties(
     raw: Mapping[str, str], *, source: str = "<properties>", name: str | None = None
 ) -> DomainProperties:
@@ -152,6 +242,8 @@ def parse_properties(
         except ValueError:
             errors.append((f"{loc}: {key}", f"port must be an integer 1-65535, got {raw[key]!r}"))
             continue
+        if port == 0 and key in _SWITCHABLE_PORTS:
+            continue  # 0: this service is not served
         if not 1 <= port <= 65535:
             errors.append((f"{loc}: {key}", f"port must be an integer 1-65535, got {port}"))
             continue
@@ -197,6 +289,33 @@ def parse_properties(
     advertised = raw.get(KEY_ADVERTISED, "").strip() or None
     if advertised is not None and any(c in advertised for c in "/ @?#"):
         errors.append((f"{loc}: {KEY_ADVERTISED}", f"must be a host name or address, got {advertised!r}"))
+    if (
+        KEY_HTTP_PORT in raw
+        and KEY_HTTP_PORT not in ports
+        and KEY_HTTPS_PORT not in ports
+        and not any(loc_ == f"{loc}: {KEY_HTTP_PORT}" for loc_, _ in errors)
+    ):
+        errors.append(
+            (
+                f"{loc}: {KEY_HTTP_PORT}",
+                f"is 0 and {KEY_HTTPS_PORT} is not set: nothing would serve the app",
+            )
+        )
+    cert = raw.get(KEY_HTTPS_CERT, "").strip() or None
+    key_file = raw.get(KEY_HTTPS_KEY, "").strip() or None
+    if (cert is None) != (key_file is None):
+        missing = KEY_HTTPS_KEY if key_file is None else KEY_HTTPS_CERT
+        errors.append((f"{loc}: {missing}", f"missing: {KEY_HTTPS_CERT} and {KEY_HTTPS_KEY} go together"))
+    for k, v in ((KEY_HTTPS_CERT, cert), (KEY_HTTPS_KEY, key_file)):
+        if v is not None and not v.startswith("/"):
+            errors.append((f"{loc}: {k}", f"must be an absolute path to a PEM file, got {v!r}"))
+    limit = _int(raw, KEY_RESTART_LIMIT, errors, loc)
+    if limit is not None and not 0 <= limit <= 1000:
+        errors.append((f"{loc}: {KEY_RESTART_LIMIT}", f"must be 0-1000, got {limit}"))
+    window = _float(raw, KEY_RESTART_WINDOW, errors, loc, low=1.0)
+    backoff = _float(raw, KEY_RESTART_BACKOFF, errors, loc, low=0.0)
+    bind = _address(raw, KEY_BIND, DEFAULT_BIND, errors, loc)
+    admin_bind = _address(raw, KEY_ADMIN_BIND, DEFAULT_ADMIN_BIND, errors, loc)
     if errors:
         raise ConfigError(errors)
     return DomainProperties(
@@ -206,7 +325,7 @@ def parse_properties(
         ports=ports,
         admin_user=raw.get(KEY_ADMIN_USER, "admin").strip() or "admin",
         admin_port=ports[KEY_ADMIN_PORT],
-        http_port=ports[KEY_HTTP_PORT],
+        http_port=ports.get(KEY_HTTP_PORT, 0),
         naming_port=ports.get(KEY_NAMING_PORT),
         app=app,
         app_path=raw.get(KEY_APP_PATH, "").strip() or None,
@@ -214,6 +333,14 @@ def parse_properties(
         advertised_host=advertised,
         run_user=run_user,
         hostname=raw.get(KEY_HOSTNAME, "").strip() or None,
+        bind_address=bind,
+        admin_bind_address=admin_bind,
+        https_port=ports.get(KEY_HTTPS_PORT, 0),
+        https_cert=cert,
+        https_key=key_file,
+        restart_limit=3 if limit is None else limit,
+        restart_window=600.0 if window is None else window,
+        restart_backoff=1.0 if backoff is None else backoff,
     )
 
 

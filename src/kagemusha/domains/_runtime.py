@@ -1,13 +1,19 @@
 """The domain master: one process per running domain, leader of the domain's session.
 
 ``python -m kagemusha.domains._runtime <domain dir>``, started by :func:`start_domain` with the
-listening sockets inherited (``KAGEMUSHA_DOMAIN_FDS=http:5,admin:6,naming:7``). It
+listening sockets inherited (``KAGEMUSHA_DOMAIN_FDS=http:5,https:6,admin:7,naming:8``). It
 
-- starts the application server (``_appserver``, uvicorn) on the http socket and watches it;
+- starts the application server (``_appserver``, uvicorn) on the http and https sockets first
+  thing, before it imports anything else, so the app's boot overlaps the master's own;
 - serves the admin API (health, status, graceful stop; HTTP basic against the argon2 hash)
-  and the naming service;
-- records its state in ``state/state.json``: ``starting`` until the app answers, ``running``,
+  and the naming service, both plain ASGI on uvicorn (no FastAPI: it would cost every start
+  hundreds of milliseconds);
+- records its state in ``state/state.json``: ``starting`` until the app serves, ``running``,
   ``stopping``, then ``not running``.
+
+Readiness is signalled, never polled: the app server writes ``ready`` to a pipe once every
+listener serves; the master then writes ``running`` to the pipe its starter gave it
+(``KAGEMUSHA_START_FD``). The app server's exit is seen through a pidfd in the event loop.
 
 Signals: SIGTERM/SIGINT = graceful stop (SIGTERM to the app server, wait for it as long as it
 takes); SIGUSR1 = abandon a stop that took too long (``stop`` without ``--force`` timed out: the
@@ -17,33 +23,32 @@ detached) are terminated before the master exits, so a stopped domain leaves not
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import logging.handlers
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kagemusha.domains._layout import DomainLayout
-from kagemusha.domains._procs import domain_processes, read_record, signal_procs, write_state
-from kagemusha.domains._properties import DomainProperties, load_properties
+if TYPE_CHECKING:
+    import asyncio
 
-__all__ = ["main", "quiet_server", "setup_logging"]
+    from kagemusha.domains._layout import DomainLayout
+    from kagemusha.domains._properties import DomainProperties
 
-log = logging.getLogger("kagemusha.domain")
+__all__ = ["main", "parse_fds", "quiet_server", "setup_logging"]
 
 ENV_FDS = "KAGEMUSHA_DOMAIN_FDS"
+ENV_START_FD = "KAGEMUSHA_START_FD"
+ENV_APP_WORKERS = "KAGEMUSHA_APP_WORKERS"
+ENV_APP_ACCESS_LOG = "KAGEMUSHA_APP_ACCESS_LOG"
+APP_LISTENERS = ("http", "https")
 
 
 def setup_logging(logs: Path, filename: str) -> None:
     """Log to a rotated file in ``logs/``."""
+    import logging
+    import logging.handlers
+
     logs.mkdir(parents=True, exist_ok=True)
     handler = logging.handlers.RotatingFileHandler(logs / filename, maxBytes=10 * 1024 * 1024, backupCount=5)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"))
@@ -63,67 +68,134 @@ def parse_fds(value: str) -> dict[str, int]:
 
 
 def quiet_server(app: Any) -> Any:
-    """A uvicorn server for ``app`` that leaves signal handling to its owner."""
+    """A uvicorn server for ``app`` that leaves signal handling to its owner and exits at once.
+
+    NB: uvicorn's own loop looks at ``should_exit`` every 0.1 s and sleeps 0.1 s more in its
+    shutdown; for the domain's small APIs (no lifespan, short requests) an event does.
+    """
+    import asyncio
+    import contextlib
+    from collections.abc import Iterator
+
     import uvicorn
 
     class _Server(uvicorn.Server):
+        _exit: asyncio.Event | None = None
+
+        @property
+        def should_exit(self) -> bool:
+            return self._exit is not None and self._exit.is_set()
+
+        @should_exit.setter
+        def should_exit(self, value: bool) -> None:
+            if self._exit is None:
+                self._exit = asyncio.Event()
+            if value:
+                self._exit.set()
+
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             yield
+
+        async def main_loop(self) -> None:
+            assert self._exit is not None
+            await self._exit.wait()
+
+        async def shutdown(self, sockets: list[Any] | None = None) -> None:
+            for server in self.servers:
+                server.close()
+            for connection in list(self.server_state.connections):
+                connection.shutdown()
 
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", server_header=False)
     return _Server(config)
 
 
-async def app_answers(port: int, *, timeout: float = 2.0) -> bool:
-    """Whether the app on ``port`` answers an HTTP request (any status counts as an answer)."""
-    import httpx
-
-    try:
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            await client.get(f"http://127.0.0.1:{port}/")
-        return True
-    except httpx.HTTPError:
-        return False
+def _start_app_server(domain_dir: Path, fds: dict[str, int]) -> tuple[subprocess.Popen[bytes], int]:
+    """Spawn the application server on the app listeners; returns it and the read end of its ready pipe."""
+    ready_r, ready_w = os.pipe()
+    app_fds = {k: v for k, v in fds.items() if k in APP_LISTENERS}
+    env = dict(os.environ)
+    env["KAGEMUSHA_APP_FDS"] = ",".join(f"{k}:{v}" for k, v in app_fds.items())
+    env["KAGEMUSHA_READY_FD"] = str(ready_w)
+    for name in (ENV_FDS, ENV_START_FD, ENV_APP_WORKERS, ENV_APP_ACCESS_LOG):
+        env.pop(name, None)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kagemusha.domains._appserver",
+            str(domain_dir),
+            os.environ.get(ENV_APP_WORKERS, "1"),
+            os.environ.get(ENV_APP_ACCESS_LOG, "true"),
+        ],
+        pass_fds=[*app_fds.values(), ready_w],
+        env=env,
+        cwd=str(domain_dir),
+        stdin=subprocess.DEVNULL,
+    )
+    os.close(ready_w)
+    for fd in app_fds.values():
+        os.close(fd)
+    return child, ready_r
 
 
 class Master:
     """The running domain."""
 
-    def __init__(self, layout: DomainLayout, props: DomainProperties, fds: dict[str, int]) -> None:
+    def __init__(
+        self,
+        layout: DomainLayout,
+        props: DomainProperties,
+        fds: dict[str, int],
+        child: subprocess.Popen[bytes],
+        app_ready_fd: int,
+    ) -> None:
+        import asyncio
+        import time
+
         self.layout = layout
         self.props = props
         self.fds = fds
+        self.child = child
+        self.app_ready_fd = app_ready_fd
         self.state = "starting"
         self.started_at = time.time()
-        self.child: subprocess.Popen[bytes] | None = None
         self.stop_requested = asyncio.Event()
         self.abort_requested = False
         self.wakeup = asyncio.Event()
+        self.app_ready = asyncio.Event()
+        self.child_exited = asyncio.Event()
         self.detail = ""
 
     # -- state -------------------------------------------------------------------------------
 
     def set_state(self, state: str, detail: str = "") -> None:
+        from kagemusha.domains._procs import write_state
+
         self.state = state
         self.detail = detail
-        pid = os.getpid()  # kept with "not running" too: the master is alive until it has exited
         extra: dict[str, Any] = {}
-        if self.child is not None and state != "not running":
+        if state != "not running":
             extra["app_pid"] = self.child.pid
-        write_state(self.layout.state_file, state, pid=pid, detail=detail, **extra)
-        log.info("domain=%s state=%s%s", self.props.name, state, f" detail={detail!r}" if detail else "")
+        # NB: the pid stays with "not running" too: the master is alive until it has exited.
+        write_state(self.layout.state_file, state, pid=os.getpid(), detail=detail, **extra)
+        log().info("domain=%s state=%s%s", self.props.name, state, f" detail={detail!r}" if detail else "")
 
     def status(self) -> dict[str, Any]:
+        import time
+
         return {
             "name": self.props.name,
             "state": self.state,
             "pid": os.getpid(),
-            "app_pid": self.child.pid if self.child else None,
+            "app_pid": self.child.pid,
             "uptime": round(time.time() - self.started_at, 3),
             "app": self.props.app,
             "workers": self.props.workers,
-            "advertised_host": self.props.advertised_host,
+            "advertised_host": self.props.advertised,
+            "bind_address": self.props.bind_address,
+            "admin_bind_address": self.props.admin_bind_address,
             "ports": dict(self.props.ports),
         }
 
@@ -138,53 +210,77 @@ class Master:
 
     # -- processes ---------------------------------------------------------------------------
 
-    def start_app_server(self) -> None:
-        env = dict(os.environ)
-        env["KAGEMUSHA_APP_FD"] = str(self.fds["http"])
-        env.pop(ENV_FDS, None)
-        self.child = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kagemusha.domains._appserver",
-                str(self.layout.dir),
-                str(self.props.workers),
-                "false" if self.props.raw.get("domain.access.log", "true").lower() == "false" else "true",
-            ],
-            pass_fds=[self.fds["http"]],
-            env=env,
-            cwd=str(self.layout.dir),
-            stdin=subprocess.DEVNULL,
-        )
-        os.close(self.fds["http"])
-        log.info("domain=%s app server pid=%d app=%s", self.props.name, self.child.pid, self.props.app)
+    def watch_child(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wake the loop when the app server writes ``ready`` and when it exits (no polling)."""
+
+        def on_ready() -> None:
+            try:
+                data = os.read(self.app_ready_fd, 64)
+            except OSError:
+                data = b""
+            if b"ready" in data:
+                self.app_ready.set()
+            loop.remove_reader(self.app_ready_fd)
+            os.close(self.app_ready_fd)
+            self.wakeup.set()
+
+        loop.add_reader(self.app_ready_fd, on_ready)
+        pidfd = os.pidfd_open(self.child.pid)
+
+        def on_exit() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            self.child.wait()
+            self.child_exited.set()
+            self.wakeup.set()
+
+        loop.add_reader(pidfd, on_exit)
 
     def terminate_leftovers(self, grace: float = 2.0) -> None:
         """Terminate what is left of the domain (detached children) once the app server is gone."""
-        from kagemusha.domains._procs import wait_gone
+        import signal
+
+        from kagemusha.domains._procs import domain_processes, read_record, signal_procs, wait_gone
 
         record = read_record(self.layout.state_file)
         left = domain_processes(self.layout.dir, record)
         if not left:
             return
-        log.warning("domain=%s terminating leftover processes %s", self.props.name, [p.pid for p in left])
+        log().warning("domain=%s terminating leftover processes %s", self.props.name, [p.pid for p in left])
         signal_procs(left, signal.SIGTERM)
         alive = wait_gone(left, timeout=grace)
         signal_procs(alive, signal.SIGKILL)
         wait_gone(alive, timeout=grace)
 
-    async def supervise(self) -> int:
-        assert self.child is not None
+    def tell_starter(self, line: str) -> None:
+        """Write the readiness line to the starter's pipe (once), then close it."""
+        fd = os.environ.pop(ENV_START_FD, None)
+        if fd is None:
+            return
+        try:
+            os.write(int(fd), line.encode() + b"\n")
+        except OSError:
+            pass  # the starter gave up waiting
+        finally:
+            try:
+                os.close(int(fd))
+            except OSError:
+                pass
+
+    async def supervise(self, servers_up: asyncio.Future[Any]) -> int:
+        import signal
+
         stopping = False
         while True:
-            rc = self.child.poll()
-            if rc is not None:
+            self.wakeup.clear()
+            if self.child_exited.is_set():
+                rc = self.child.returncode
                 if stopping:
-                    log.info("domain=%s app server stopped (rc=%s)", self.props.name, rc)
+                    log().info("domain=%s app server stopped (rc=%s)", self.props.name, rc)
                     return 0
                 what = "during start" if self.state == "starting" else "unexpectedly"
                 self.detail = f"application server exited {what} with code {rc}"
-                log.error("domain=%s %s", self.props.name, self.detail)
+                log().error("domain=%s %s", self.props.name, self.detail)
                 return 1
             if self.stop_requested.is_set() and not stopping:
                 stopping = True
@@ -195,25 +291,27 @@ class Master:
                 self.abort_requested = False
                 self.stop_requested.clear()
                 self.set_state("running", "a stop timed out; the domain keeps running")
-            elif self.state == "starting" and await app_answers(self.props.http_port):
+            elif self.state == "starting" and self.app_ready.is_set() and servers_up.done():
                 self.set_state("running")
+                self.tell_starter("running")
                 continue
-            self.wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), timeout=0.1)
+            await self.wakeup.wait()
 
     async def run(self) -> int:
+        import asyncio
+        import signal
+        import socket
+
+        from kagemusha.domains._auth import Authenticator
+        from kagemusha.domains._naming import make_naming_app
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGUSR1, self.abort_stop)
+        self.watch_child(loop)
         self.set_state("starting")
-        # NB: the app server starts first, so its startup overlaps the import of FastAPI below.
-        self.start_app_server()
-        from kagemusha.domains._auth import basic_auth_dependency
-        from kagemusha.domains._naming import make_naming_app
-
-        auth = basic_auth_dependency(self.props.admin_user, self.layout.read_hash)
+        auth = Authenticator(self.props.admin_user, self.layout.read_hash)
         servers = [quiet_server(make_admin_app(self, auth))]
         socks = [socket.socket(fileno=self.fds["admin"])]
         if "naming" in self.fds:
@@ -223,11 +321,20 @@ class Master:
         async with asyncio.TaskGroup() as tg:
             for server, sock in zip(servers, socks, strict=True):
                 tg.create_task(server.serve(sockets=[sock]))
+
+            async def all_up() -> None:
+                while not all(s.started for s in servers):
+                    await asyncio.sleep(0.002)  # NB: uvicorn's startup is a few loop turns
+                self.wakeup.set()
+
+            up = tg.create_task(all_up())
             try:
-                rc = await self.supervise()
+                rc = await self.supervise(up)
             finally:
+                up.cancel()
                 for server in servers:
                     server.should_exit = True
+        self.tell_starter("failed")
         if self.state != "stopping":
             self.set_state("stopping", self.detail)
         await asyncio.to_thread(self.terminate_leftovers)
@@ -237,44 +344,72 @@ class Master:
 
 def make_admin_app(master: Master, auth: Any) -> Any:
     """The domain's admin API: ``GET /health``, ``GET /status``, ``POST /stop``, all behind basic auth."""
-    from fastapi import Depends, FastAPI
-    from fastapi.responses import JSONResponse
+    from kagemusha.domains._asgi import Receive, Scope, Send, authorize, send_json
 
-    app = FastAPI(title=f"kagemusha domain {master.props.name} admin", docs_url=None, redoc_url=None)
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        import asyncio
 
-    @app.get("/health", dependencies=[Depends(auth)], response_model=None)
-    async def health() -> Any:
-        ok = master.state == "running" and await app_answers(master.props.http_port)
-        return JSONResponse({"state": master.state, "app": ok}, status_code=200 if ok else 503)
+        if scope["type"] != "http":
+            return
+        if not await authorize(auth, scope, send):
+            return
+        route = (scope["method"], scope["path"])
+        if route == ("GET", "/health"):
+            from kagemusha.domains._control import _app_answers
 
-    @app.get("/status", dependencies=[Depends(auth)])
-    async def status() -> dict[str, Any]:
-        return master.status()
-
-    @app.post("/stop", dependencies=[Depends(auth)], status_code=202)
-    async def stop() -> dict[str, str]:
-        master.request_stop()
-        return {"state": "stopping"}
+            ok = master.state == "running" and await asyncio.to_thread(_app_answers, master.props)
+            await send_json(send, 200 if ok else 503, {"state": master.state, "app": ok})
+        elif route == ("GET", "/status"):
+            await send_json(send, 200, master.status())
+        elif route == ("POST", "/stop"):
+            master.request_stop()
+            await send_json(send, 202, {"state": "stopping"})
+        elif scope["path"] in ("/health", "/status", "/stop"):
+            await send_json(send, 405, {"detail": "method not allowed"})
+        else:
+            await send_json(send, 404, {"detail": "not found"})
 
     return app
 
 
+def log() -> Any:
+    import logging
+
+    return logging.getLogger("kagemusha.domain")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    layout = DomainLayout(Path(args[0]))
+    domain_dir = Path(args[0])
+    fds = parse_fds(os.environ.get(ENV_FDS, ""))
+    # NB: first thing, before any import: the app server's boot is the longest part of a start.
+    child, app_ready = _start_app_server(domain_dir, fds)
+
+    import asyncio
+    import contextlib
+
+    from kagemusha.domains._layout import DomainLayout
+    from kagemusha.domains._procs import write_state
+    from kagemusha.domains._properties import load_properties
+
+    layout = DomainLayout(domain_dir)
     setup_logging(layout.logs, "domain.log")
+    log().info("domain=%s app server pid=%d", layout.name, child.pid)
     try:
         props = load_properties(layout.properties)
     except Exception as exc:  # noqa: BLE001 - logged, and the starter reports the state's detail
-        log.error("cannot load %s: %s", layout.properties, exc)
+        log().error("cannot load %s: %s", layout.properties, exc)
+        child.kill()
+        child.wait()
         write_state(layout.state_file, "not running", detail=f"cannot load properties: {exc}")
         return 1
-    master = Master(layout, props, parse_fds(os.environ.get(ENV_FDS, "")))
+    master = Master(layout, props, fds, child, app_ready)
     try:
         return asyncio.run(master.run())
-    except Exception as exc:
-        log.exception("domain=%s master failed", props.name)
+    except Exception as exc:  # noqa: BLE001 - recorded as the state's detail, the starter reports it
+        log().exception("domain=%s master failed", props.name)
         with contextlib.suppress(Exception):
+            child.kill()
             master.terminate_leftovers()  # never leave an app server behind without its master
         write_state(layout.state_file, "not running", detail=f"domain master failed: {exc}")
         return 1

@@ -9,6 +9,16 @@ same flags (the seed's note 12), and serves a small API: ``GET /health``, ``GET 
 
 Each user domain runs in its own session, so the supervisor crashing or being killed leaves
 the domains running, and killing the admin domain never kills a user domain.
+
+**Supervision.** Every user domain of the node that is meant to run (its last command was a
+``start``: ``state/desired`` says ``running``; ``stop`` and ``kill`` say ``stopped`` before they
+signal anything) and whose master has died is restarted, after a back-off
+(``domain.restart.backoff`` seconds, doubled for each restart already in the window), at most
+``domain.restart.limit`` times within ``domain.restart.window`` seconds (history in
+``state/restarts.json``). Past the limit, what is left of it is killed and it is recorded
+``failed``: ``list`` shows it, the cluster's domain monitor fails and the recovery chain takes
+over. Each death and restart is logged with the master's exit status (known for the masters
+this process started; a master started by a script is not our child: "unknown").
 """
 
 from __future__ import annotations
@@ -19,22 +29,27 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from kagemusha.domains._control import (
+    RESTARTS_FILE,
     DomainState,
+    _stored_props,
     admin_started,
     domain_state,
     is_autostart,
+    mark_failed,
     record_admin_started,
+    restart_crashed,
     start_domain,
     stop_domain,
 )
-from kagemusha.domains._layout import NodeRegistry
-from kagemusha.domains._procs import read_record, reap, write_state
+from kagemusha.domains._layout import DomainLayout, NodeRegistry, read_json, write_json_atomic
+from kagemusha.domains._procs import master_alive, read_desired, read_record, reap, write_state
 from kagemusha.domains._runtime import parse_fds, quiet_server, setup_logging
 from kagemusha.errors import KagemushaError
 
@@ -53,7 +68,11 @@ class Supervisor:
         self.state = "starting"
         self.started_at = time.time()
         self.stop_requested = asyncio.Event()
-        self.children: set[int] = set()
+        self.exit_status: dict[int, str] = {}  # pid of a master we started -> how it ended
+        # NB: the Popen objects of the masters we started are kept: a dropped Popen is reaped by
+        # the subprocess module's own cleanup at the next spawn, and its exit status is lost.
+        self.spawned: list[subprocess.Popen[bytes]] = []
+        self.pending: dict[str, float] = {}  # domain dir -> monotonic time of its next restart
 
     def set_state(self, state: str, detail: str = "") -> None:
         self.state = state
@@ -88,14 +107,11 @@ class Supervisor:
                 if domain_state(layout.name, root, registry=self.reg) is not DomainState.NOT_RUNNING:
                     log.info("domain=%s already running: not started by the admin domain", layout.name)
                     continue
-                start_domain(layout.name, root, registry=self.reg)
+                start_domain(layout.name, root, registry=self.reg, _spawned=self.spawned)
             except KagemushaError as exc:
                 log.error("domain=%s autostart failed: %s", layout.name, exc)
                 failed.append(f"{layout.name}: {exc}")
                 continue
-            pid = read_record(layout.state_file).pid
-            if pid is not None:
-                self.children.add(pid)
             if (layout.name, root) not in started:
                 started.append((layout.name, root))
             record_admin_started(self.reg, started)
@@ -110,17 +126,95 @@ class Supervisor:
                 log.error("domain=%s stop failed: %s", name, exc)
         record_admin_started(self.reg, [])
 
-    async def reap_children(self) -> None:
-        # The masters we started are our children: collect them when they exit (no zombies).
+    def reap(self) -> None:
+        """Collect the masters we started that have exited (no zombies), keeping their exit status."""
+        for proc in list(self.spawned):
+            code = proc.poll()
+            if code is None:
+                continue
+            self.spawned.remove(proc)
+            self.exit_status[proc.pid] = (
+                f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+            )
+            reap(proc.pid)
+
+    def supervise_once(self) -> None:
+        """One look at every domain meant to run: restart the crashed ones, within their limits."""
+        self.reap()
+        now = time.monotonic()
+        for layout in self.reg.domains():
+            key = str(layout.dir)
+            if read_desired(layout) != "running":
+                self.pending.pop(key, None)
+                continue
+            record = read_record(layout.state_file)
+            if record.state in ("not running", "failed") and key not in self.pending:
+                continue  # it ended on its own terms (a clean exit, a failed start, given up)
+            if master_alive(record, layout.dir) is not None:
+                continue
+            if key not in self.pending:
+                self.on_death(layout, record.pid, record.detail, now)
+            elif now >= self.pending[key]:
+                del self.pending[key]
+                self.restart(layout)
+
+    def _history(self, layout: DomainLayout, window: float) -> list[dict[str, Any]]:
+        data = read_json(layout.state / RESTARTS_FILE)
+        cutoff = time.time() - window
+        return (
+            [r for r in data if isinstance(r, dict) and r.get("at", 0) >= cutoff]
+            if isinstance(data, list)
+            else []
+        )
+
+    def on_death(self, layout: DomainLayout, pid: int | None, detail: str, now: float) -> None:
+        props = _stored_props(layout)
+        status = self.exit_status.pop(pid, None) if pid is not None else None
+        status = status or "exit status unknown (not started by the admin domain)"
+        history = self._history(layout, props.restart_window)
+        if len(history) >= props.restart_limit:
+            why = (
+                f"master (pid {pid}) died: {status}; restart limit reached"
+                f" ({props.restart_limit} in {props.restart_window:g} s)"
+            )
+            log.error("domain=%s failed: %s", layout.name, why)
+            try:
+                mark_failed(layout, why)
+            except KagemushaError as exc:
+                log.error("domain=%s could not be cleaned up: %s", layout.name, exc)
+            return
+        delay = min(60.0, props.restart_backoff * (2 ** len(history)))
+        log.warning(
+            "domain=%s master (pid %s) died: %s%s; restart %d of %d in %.1f s",
+            layout.name, pid, status, f" ({detail})" if detail else "",
+            len(history) + 1, props.restart_limit, delay,
+        )  # fmt: skip
+        self.pending[str(layout.dir)] = now + delay
+
+    def restart(self, layout: DomainLayout) -> None:
+        props = _stored_props(layout)
+        history = self._history(layout, props.restart_window)
+        history.append({"at": time.time()})
+        write_json_atomic(layout.state / RESTARTS_FILE, history)
+        try:
+            restarted = restart_crashed(layout, spawned=self.spawned)
+        except KagemushaError as exc:
+            log.error("domain=%s restart %d failed: %s", layout.name, len(history), exc)
+            return  # its state says why; the next look counts it as a death again
+        if not restarted:
+            log.info("domain=%s not restarted: stopped or started by someone else meanwhile", layout.name)
+            return
+        pid = read_record(layout.state_file).pid
+        log.warning("domain=%s restarted (restart %d of %d), master pid %s", layout.name, len(history),
+                    props.restart_limit, pid)  # fmt: skip
+
+    async def watch(self) -> None:
         while True:
-            for pid in list(self.children):
-                with contextlib.suppress(ChildProcessError):
-                    done, _ = os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG never blocks
-                    if done == 0:
-                        continue
-                self.children.discard(pid)
-                reap(pid)
-            await asyncio.sleep(1.0)
+            try:
+                await asyncio.to_thread(self.supervise_once)
+            except Exception:  # the supervisor must outlive one bad look
+                log.exception("domain supervision failed; retrying")
+            await asyncio.sleep(0.2)
 
     async def run(self) -> int:
         from fastapi import Depends, FastAPI
@@ -154,7 +248,7 @@ class Supervisor:
         sock = socket.socket(fileno=self.fd)
         async with asyncio.TaskGroup() as tg:
             serving = tg.create_task(server.serve(sockets=[sock]))
-            reaper = tg.create_task(self.reap_children())
+            reaper = tg.create_task(self.watch())
             try:
                 failed = await asyncio.to_thread(self.autostart) if not self.adminonly else []
                 self.set_state("running", f"autostart failed: {'; '.join(failed)}" if failed else "")
