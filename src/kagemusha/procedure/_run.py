@@ -18,7 +18,6 @@ from kagemusha.procedure._steps import (
     Step,
     StepFailed,
     build_steps,
-    marker_prefix,
     mounted,
     preflight,
 )
@@ -180,8 +179,9 @@ def _release_groups(ctx: BuildContext, all_groups: bool) -> str:
 
 def _other_markers(ctx: BuildContext) -> list[str]:
     async def go(store: Any) -> list[str]:
-        kvs, _ = await store.get_prefix(marker_prefix(ctx.plan.facts.cluster))
-        return [kv.key.rsplit("/", 1)[-1] for kv in kvs]
+        from kagemusha.protocol import ClusterRecords
+
+        return await ClusterRecords(store, ctx.plan.facts.cluster, by="kagemusha uninstall").built_nodes()
 
     return [n for n in ctx.store_call(go) if n != ctx.node]
 
@@ -205,16 +205,12 @@ def _delete_domains(ctx: BuildContext) -> str:
 
 
 def _delete_cluster_keys(ctx: BuildContext) -> str:
-    from kagemusha.config._stored import config_key
-
-    root = config_key(ctx.plan.facts.cluster).rsplit("/", 1)[0] + "/"
+    from kagemusha.protocol import ClusterRecords
 
     async def go(store: Any) -> tuple[int, bool]:
-        kvs, _ = await store.get_prefix(root)
-        for kv in kvs:
-            await store.delete(kv.key)
+        n = await ClusterRecords(store, ctx.plan.facts.cluster, by="kagemusha uninstall").delete_cluster()
         rest, _ = await store.get_prefix("/")
-        return len(kvs), not rest
+        return n, not rest
 
     n, empty = ctx.store_call(go, timeout=60)
     detail = f"deleted {n} key(s) of cluster {ctx.plan.facts.cluster}"

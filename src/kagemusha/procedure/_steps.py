@@ -27,25 +27,11 @@ from kagemusha.errors import KagemushaError
 from kagemusha.procedure._manifest import Manifest
 from kagemusha.procedure._plan import GroupPlan, Plan, Topology
 
-__all__ = ["BuildContext", "Step", "StepFailed", "build_steps", "marker_key"]
+__all__ = ["BuildContext", "Step", "StepFailed", "build_steps"]
 
 
 class StepFailed(KagemushaError):
     """A step could not be carried out; the message says why and what to do."""
-
-
-def marker_key(cluster: str, node: str) -> str:
-    """The store key that says ``node`` has built ``cluster`` (so uninstall knows the last node).
-
-    NB: kept beside the cluster's other keys (``/kagemusha/<cluster>/``) so that deleting the
-    cluster's prefix on the last node removes it too. The lead may move it into the store
-    protocol module.
-    """
-    return f"/kagemusha/{cluster}/procedure/built/{node}"
-
-
-def marker_prefix(cluster: str) -> str:
-    return f"/kagemusha/{cluster}/procedure/built/"
 
 
 @dataclass
@@ -484,8 +470,10 @@ class StoreConfig(Step):
 
         async def go(store: Any) -> tuple[str | None, bool]:
             rec = await read_stored_config(store, ctx.plan.facts.cluster)
-            mark = await store.get(marker_key(ctx.plan.facts.cluster, ctx.node))
-            return (rec.sha256 if rec else None), mark is not None
+            from kagemusha.protocol import ClusterRecords
+
+            marked = await ClusterRecords(store, ctx.plan.facts.cluster, by="kagemusha build").is_built(ctx.node)
+            return (rec.sha256 if rec else None), marked
 
         sha, marked = ctx.store_call(go)
         return ("same" if sha == want else sha), marked
@@ -495,8 +483,6 @@ class StoreConfig(Step):
         return "this plan's cluster.toml is the applied config" if sha == "same" and marked else None
 
     def do(self, ctx: BuildContext) -> str:
-        import json as _json
-
         from kagemusha.control import apply_config
 
         cluster, node = ctx.plan.facts.cluster, ctx.node
@@ -504,17 +490,20 @@ class StoreConfig(Step):
         if sha not in ("same", None):
             raise StepFailed(f"the store holds another config of cluster {cluster}; "
                              "uninstall the old cluster first or choose another --cluster in init")
-        key = marker_key(cluster, node)
-        ctx.manifest.record(self.id, "store-key", key=key)
+        from kagemusha.protocol import Keys
+
+        ctx.manifest.record(self.id, "store-key", key=Keys(cluster).built(node))
 
         async def go(store: Any) -> str:
+            from kagemusha.protocol import ClusterRecords
+
             outcome = "already applied"
             if sha is None:
                 if not ctx.is_first:
                     raise StepFailed(f"no config of cluster {cluster} in the store: build {ctx.plan.first_node} first")
                 rec, _ = await apply_config(store, str(ctx.config_file), by=f"kagemusha build on {node}")
                 outcome = f"config version {rec.version} applied"
-            await store.put(key, _json.dumps({"node": node, "at": time.time(), "plan": ctx.plan.sha256}))
+            await ClusterRecords(store, cluster, by=f"kagemusha build on {node}").mark_built(node, plan=ctx.plan.sha256)
             return outcome
 
         return str(ctx.store_call(go))
@@ -549,7 +538,7 @@ class InstallService(Step):
         return ctx.unit_dir / f"{ctx.unit_name}.service"
 
     def _text(self, ctx: BuildContext) -> str:
-        from kagemusha.cli.service import render_unit
+        from kagemusha._unit import render_unit
         from kagemusha.config import load_config
 
         text = render_unit(load_config(ctx.config_file if ctx.config_file.exists() else ctx.plan.cluster_toml),

@@ -17,6 +17,7 @@ Keys (under ``/kagemusha/<cluster>/``)::
     groups/<g>/status                    {"node", "state", "resources", "monitors", "reason", "at"}
     suspend/<g>/<monitor>                {"by", "at"}                          monitor suspended
     events/<time_ns>-<node>              {"at", "node", "group", "kind", "reason", "by"}
+    procedure/built/<node>               {"node", "at", "plan"}                `kagemusha build` done
 """
 
 from __future__ import annotations
@@ -71,6 +72,14 @@ class Keys:
 
     def failure(self, group: str, node: str) -> str:
         return f"{self.root}groups/{group}/failures/{node}"
+
+    @property
+    def built_prefix(self) -> str:
+        return self.root + "procedure/built/"
+
+    def built(self, node: str) -> str:
+        """``kagemusha build`` finished on ``node`` (so ``uninstall`` knows the last node)."""
+        return f"{self.root}procedure/built/{node}"
 
 
 def _json(kv: KeyValue) -> dict[str, Any]:

@@ -171,6 +171,31 @@ class ClusterRecords:
             await self.store.delete(kv.key)
         return len(old)
 
+    # -- kagemusha build / uninstall ----------------------------------------------------------
+
+    async def is_built(self, node: str) -> bool:
+        return await self.store.get(self.keys.built(node)) is not None
+
+    async def mark_built(self, node: str, *, plan: str) -> str:
+        """Record that ``build`` finished on ``node``; returns the key (for the build's manifest)."""
+        key = self.keys.built(node)
+        await self.store.put(key, json.dumps({"node": node, "at": self.clock.time(), "plan": plan}))
+        return key
+
+    async def unmark_built(self, node: str) -> bool:
+        return await self.store.delete(self.keys.built(node))
+
+    async def built_nodes(self) -> list[str]:
+        kvs, _ = await self.store.get_prefix(self.keys.built_prefix)
+        return [kv.key.rsplit("/", 1)[-1] for kv in kvs]
+
+    async def delete_cluster(self) -> int:
+        """Delete every key of the cluster (``uninstall`` on the last node); returns how many."""
+        kvs, _ = await self.store.get_prefix(self.keys.root)
+        for kv in kvs:
+            await self.store.delete(kv.key)
+        return len(kvs)
+
     # -- the applied config -----------------------------------------------------------------
 
     async def put_config(self, value: str, *, expected_revision: int) -> bool:
