@@ -79,7 +79,7 @@ class DomainProperties:
 def is_port_key(key: str, value: str) -> bool:
     """Whether ``key=value`` names a port (``*port*`` keys, except words like ``support`` or booleans)."""
     low = key.lower()
-    if "port" not in low:
+    if "port" not in low or low.startswith("datasource."):  # a data source named e.g. "export" is no port
         return False
     stripped = low
     for word in _NOT_PORT_WORDS:
@@ -197,6 +197,11 @@ def parse_properties(
     advertised = raw.get(KEY_ADVERTISED, "").strip() or None
     if advertised is not None and any(c in advertised for c in "/ @?#"):
         errors.append((f"{loc}: {KEY_ADVERTISED}", f"must be a host name or address, got {advertised!r}"))
+    # -- data sources (issue 13 item 3; kagemusha.domains._datasource): keys only, no file is read here
+    if any(k.startswith("datasource.") for k in raw):
+        from kagemusha.domains._datasource import datasource_errors
+
+        errors.extend(datasource_errors(raw, loc))
     if errors:
         raise ConfigError(errors)
     return DomainProperties(
