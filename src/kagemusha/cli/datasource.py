@@ -15,7 +15,9 @@ from kagemusha.cli.domain import DomainDir, Name, _command
 
 def test_datasource(
     name: Name,
-    datasource: Annotated[str, typer.Argument(help="Data source name (datasource.<NAME>.url).", show_default=False)],
+    datasource: Annotated[
+        str, typer.Argument(help="Data source name (datasource.<NAME>.url).", show_default=False)
+    ],
     domaindir: DomainDir = None,
 ) -> None:
     """Connect to a data source with the domain's settings: 'ok: HOST:PORT primary|standby PostgreSQL V'."""
@@ -38,7 +40,7 @@ def test_datasource(
     print(f"ok: {probe_datasource(ds)}")
 
 
-def register(app: typer.Typer) -> None:  # noqa: ARG001 - the command belongs to the ``domain`` group
+def register(app: typer.Typer) -> None:
     _command("test-datasource")(test_datasource)
 
 

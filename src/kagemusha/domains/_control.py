@@ -635,6 +635,10 @@ def _start_locked(layout: DomainLayout, props: DomainProperties, name: str, wait
         return DomainState.RUNNING
     if layout.read_hash() is None:
         raise DomainError(f"domain {name} has no admin password hash ({layout.password_hash})")
+    # -- data sources (issue 13 item 3): a bad password file fails the start at once, the key named
+    from kagemusha.domains._datasource import check_password_files, parse_datasources
+
+    check_password_files(parse_datasources(props.raw, source=str(layout.properties)), source=str(layout.properties))
     pw = _run_user(props)
     layout.make()
     if pw is not None:

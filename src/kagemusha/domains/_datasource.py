@@ -54,8 +54,8 @@ __all__ = [
     "DataSources",
     "check_password_files",
     "datasource_errors",
-    "parse_datasources",
     "install_datasources",
+    "parse_datasources",
     "probe_datasource",
     "with_datasources",
 ]
@@ -108,9 +108,9 @@ def _conninfo_errors(key: str, url: str) -> list[str]:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         return [f"not a valid libpq URL or conninfo string: {msg}"]
     if params.get("password") is not None:
+        base = key.rsplit(".", 1)[0]
         return [
-            "holds a password; a password is never kept in the properties: put it in a file of mode 0600"
-            f" named by {key.rsplit('.', 1)[0]}.password_file"
+            f"holds a password; a password is never kept in the properties: put it in a file of mode 0600 named by {base}.password_file"
         ]
     if params.get("passfile") is not None:
         return [f"names a passfile; use {key.rsplit('.', 1)[0]}.password_file instead"]
@@ -130,13 +130,8 @@ def _parse(raw: Mapping[str, str], loc: str) -> tuple[dict[str, DataSourceConfig
             errors.append((where, f"invalid data source name {name!r} (letters, digits, '_', '-')"))
             continue
         if field == "password":
-            errors.append(
-                (
-                    where,
-                    "a password is never kept in the properties: write it to a file of mode 0600 and name"
-                    f" that file with {PREFIX}{name}.password_file",
-                )
-            )
+            hint = f"write it to a file of mode 0600 and name that file with {PREFIX}{name}.password_file"
+            errors.append((where, f"a password is never kept in the properties: {hint}"))
             continue
         if field not in FIELDS:
             errors.append((where, f"unknown data source key (expected {PREFIX}{name}.<{'|'.join(FIELDS)}>)"))
@@ -364,7 +359,9 @@ class DataSources:
             if pool is None:
                 from psycopg_pool import ConnectionPool
 
-                pool = ConnectionPool(**self._pool_args(ds), check=ConnectionPool.check_connection, open=False)
+                pool = ConnectionPool(
+                    **self._pool_args(ds), check=ConnectionPool.check_connection, open=False
+                )
                 # NB: open(wait=False): a database that is down must not keep the domain from starting;
                 # requests wait up to ``timeout`` for a connection instead.
                 pool.open(wait=False)
@@ -495,15 +492,16 @@ class DataSourceApp:
             nonlocal started
             if message["type"] == "lifespan.startup.complete":
                 started = True
-            elif message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                await self.sources.close()
-            elif message["type"] == "lifespan.startup.failed":
+            elif (
+                message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed")
+                or message["type"] == "lifespan.startup.failed"
+            ):
                 await self.sources.close()
             await send(message)
 
         try:
             await self.app(scope, app_receive, app_send)
-        except Exception:  # noqa: BLE001 - lifespan not supported by the app (uvicorn's "auto")
+        except Exception:
             if started:
                 await self.sources.close()
                 raise

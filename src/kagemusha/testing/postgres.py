@@ -148,7 +148,9 @@ class PgPair:
             check=False,
         )
         if check and r.returncode != 0:
-            raise RuntimeError(f"{tool} {' '.join(args)} exited {r.returncode}: {r.stderr.strip()}{self._logs()}")
+            raise RuntimeError(
+                f"{tool} {' '.join(args)} exited {r.returncode}: {r.stderr.strip()}{self._logs()}"
+            )
         return r
 
     def _logs(self) -> str:
@@ -177,7 +179,9 @@ class PgPair:
         pw_sql = self.password.replace("'", "''")
         self.primary.psql(f"CREATE ROLE app LOGIN PASSWORD '{pw_sql}'")
         self.primary.psql("CREATE DATABASE app OWNER app")
-        self.primary.psql("CREATE TABLE hits (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())", db="app")
+        self.primary.psql(
+            "CREATE TABLE hits (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())", db="app"
+        )
         self.primary.psql("ALTER TABLE hits OWNER TO app", db="app")
         self.run_pg(
             "pg_basebackup", "-h", str(self.dir), "-p", str(self.primary.port), "-U", "postgres",
