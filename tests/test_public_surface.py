@@ -17,6 +17,8 @@ PACKAGES = [
     "kagemusha.agent",
     "kagemusha.domains",
     "kagemusha.testing",
+    "kagemusha.client",
+    "kagemusha.appserver",
 ]
 
 
