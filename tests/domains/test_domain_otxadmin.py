@@ -38,8 +38,8 @@ SEED_LINES = [
     ("list-domains", ["list"]),
     ("list-domains --domaindir /data1/domains", ["list", "--domaindir", "/data1/domains"]),
     ("list-domains --domaindir=/data2/domains", ["list", "--domaindir", "/data2/domains"]),
-    ("create-domain --user admin --password adminadmin --port 6202 --file=/root/domain1.properties"
-     " --domaindir=/data1/domains domain1",
+    ("create-domain --user admin --password adminadmin --port 6202 --file=/root/domain1.properties "
+     + "--domaindir=/data1/domains domain1",
      ["create", "--file", "/root/domain1.properties", "--domaindir", "/data1/domains", "--user", "admin",
       "--port", "6202", "domain1"]),
     ("delete-domain --user admin --password adminadmin --port 6202 domain1",
