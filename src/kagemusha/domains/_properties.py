@@ -165,6 +165,12 @@ def parse_properties(
         else:
             seen[port] = key
 
+    # -- data sources (issue 13 item 3; kagemusha.domains._datasource): keys only, no file is read here
+    if any(k.startswith("datasource.") for k in raw):
+        from kagemusha.domains._datasource import datasource_errors
+
+        errors.extend(datasource_errors(raw, loc))
+
     dname = raw.get(KEY_NAME, "").strip()
     if not dname:
         errors.append((f"{loc}: {KEY_NAME}", "missing (the domain's name is required)"))
@@ -197,11 +203,6 @@ def parse_properties(
     advertised = raw.get(KEY_ADVERTISED, "").strip() or None
     if advertised is not None and any(c in advertised for c in "/ @?#"):
         errors.append((f"{loc}: {KEY_ADVERTISED}", f"must be a host name or address, got {advertised!r}"))
-    # -- data sources (issue 13 item 3; kagemusha.domains._datasource): keys only, no file is read here
-    if any(k.startswith("datasource.") for k in raw):
-        from kagemusha.domains._datasource import datasource_errors
-
-        errors.extend(datasource_errors(raw, loc))
     if errors:
         raise ConfigError(errors)
     return DomainProperties(
