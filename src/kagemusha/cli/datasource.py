@@ -1,7 +1,7 @@
 """``kagemusha domain test-datasource DOMAIN NAME``: the console's "test data source" (the seed's 4.1 step 7).
 
-Registered on the ``domain`` command group by :func:`register`; psycopg is imported only when
-the command runs.
+Registered on the ``domain`` command group by ``cli/domain.py`` (its last lines call
+:func:`register`); psycopg is imported only when the command runs.
 """
 
 from __future__ import annotations
