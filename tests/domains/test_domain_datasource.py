@@ -308,3 +308,83 @@ def _version(pg: PgPair) -> str:
     return pg.primary.psql("SHOW server_version").split()[0] if pg.primary.is_running() else \
         pg.standby.psql("SHOW server_version").split()[0]
 
+
+
+# -- the lifespan wrapper (no server needed: pools to a closed port open without waiting) -------
+
+
+def _drive(app: object, *, fail_inner: bool = False) -> list[dict[str, object]]:
+    import asyncio
+
+    sent: list[dict[str, object]] = []
+
+    async def run() -> None:
+        inbox: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+        await inbox.put({"type": "lifespan.startup"})
+
+        async def receive() -> dict[str, object]:
+            return await inbox.get()
+
+        async def send(msg: dict[str, object]) -> None:
+            sent.append(msg)
+            if msg["type"] == "lifespan.startup.complete":
+                await inbox.put({"type": "lifespan.shutdown"})
+
+        await app({"type": "lifespan"}, receive, send)  # type: ignore[operator]
+
+    asyncio.run(asyncio.wait_for(run(), 30))
+    return sent
+
+
+def _sources(tmp_path: Path, *, password_mode: int = 0o600) -> object:
+    from kagemusha.domains._datasource import DataSources
+
+    pw = tmp_path / "pw"
+    pw.write_text("x\n")
+    pw.chmod(password_mode)
+    url = f"postgresql://127.0.0.1:{_free_port()}/app?connect_timeout=2"
+    return DataSources("d1", {"db": DataSourceConfig("db", url, user="app", password_file=pw)})
+
+
+def test_lifespan_wrapper_opens_before_and_closes_after_the_app(tmp_path: Path) -> None:
+    from kagemusha.domains._datasource import DataSourceApp
+
+    seen: list[str] = []
+
+    async def asgi_app(scope: dict[str, object], receive: object, send: object) -> None:
+        while True:
+            msg = await receive()  # type: ignore[operator]
+            if msg["type"] == "lifespan.startup":
+                seen.append(f"startup open={bool(sources._async)}")  # type: ignore[attr-defined]
+                await send({"type": "lifespan.startup.complete"})  # type: ignore[operator]
+            else:
+                seen.append(f"shutdown open={bool(sources._async)}")  # type: ignore[attr-defined]
+                await send({"type": "lifespan.shutdown.complete"})  # type: ignore[operator]
+                return
+
+    sources = _sources(tmp_path)
+    sent = _drive(DataSourceApp(asgi_app, sources, asgi=True))  # type: ignore[arg-type]
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert seen == ["startup open=True", "shutdown open=True"]
+    assert not sources._async  # type: ignore[attr-defined]  # closed after the app's shutdown
+
+    async def no_lifespan(scope: dict[str, object], receive: object, send: object) -> None:
+        raise RuntimeError("lifespan not supported")
+
+    sources = _sources(tmp_path)
+    sent = _drive(DataSourceApp(no_lifespan, sources, asgi=True))  # type: ignore[arg-type]
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert not sources._async  # type: ignore[attr-defined]
+
+    sources = _sources(tmp_path)
+    sent = _drive(DataSourceApp(lambda *a: None, sources, asgi=False))  # type: ignore[arg-type]
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert not sources._sync  # type: ignore[attr-defined]
+
+
+def test_lifespan_wrapper_fails_the_startup_on_a_bad_password_file(tmp_path: Path) -> None:
+    from kagemusha.domains._datasource import DataSourceApp
+
+    sent = _drive(DataSourceApp(lambda *a: None, _sources(tmp_path, password_mode=0o644), asgi=False))  # type: ignore[arg-type]
+    assert [m["type"] for m in sent] == ["lifespan.startup.failed"]
+    assert "datasource.db.password_file" in str(sent[0]["message"]) and "0644" in str(sent[0]["message"])
