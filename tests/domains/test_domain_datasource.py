@@ -388,3 +388,35 @@ def test_lifespan_wrapper_fails_the_startup_on_a_bad_password_file(tmp_path: Pat
     sent = _drive(DataSourceApp(lambda *a: None, _sources(tmp_path, password_mode=0o644), asgi=False))  # type: ignore[arg-type]
     assert [m["type"] for m in sent] == ["lifespan.startup.failed"]
     assert "datasource.db.password_file" in str(sent[0]["message"]) and "0644" in str(sent[0]["message"])
+
+
+def test_the_oneway_postgres_example_app_serves(node: Node, workdir: Path, pg: PgPair) -> None:
+    """examples/oneway-postgres: its properties (database and ports swapped for the test's) and its app."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "oneway-postgres"
+    http, admin = _free_port(), _free_port()
+    swap = {
+        "datasource.orders.url": pg.url, "datasource.orders.user": "app",
+        "datasource.orders.password_file": str(pg.password_file),
+        "domain.http.port": str(http), "domain.admin.port": str(admin),
+        "domain.https.port": str(_free_port()),
+        "server.corba-service.namesv.NameServicePort": str(_free_port()),
+    }  # fmt: skip
+    lines = []
+    for line in (example / "domain1.properties").read_text().splitlines():
+        key = line.split("=", 1)[0]
+        lines.append(f"{key}={swap[key]}" if key in swap else line)
+    props = node.base / "domain1.properties"
+    props.write_text("\n".join(lines) + "\n")
+    node.run("create", "--user", "admin", "--password", "adminadmin", "--port", str(_free_port()),
+             f"--file={props}", f"--domaindir={workdir / 'data1' / 'domains'}", "domain1", check=True)  # fmt: skip
+    node.run("deploy", "domain1", "orders:app", "--path", str(example / "app"), check=True)
+    assert node.run("test-datasource", "domain1", "orders", check=True).stdout.startswith(
+        f"ok: 127.0.0.1:{pg.primary.port} primary PostgreSQL "
+    )
+    node.run("start", "domain1", check=True)
+    base = f"http://127.0.0.1:{http}"
+    assert httpx.get(f"{base}/health", timeout=30).text.strip() == f"ok 127.0.0.1:{pg.primary.port}"
+    r = httpx.post(f"{base}/orders", content=b"tea", timeout=30)
+    assert r.status_code == 201, r.text
+    assert httpx.get(f"{base}/orders", timeout=30).text.strip() == f"{r.text.strip()} tea"
+    node.run("stop", "domain1", check=True)
