@@ -254,6 +254,6 @@ def health(
 
 
 # -- test-datasource (issue 13 item 3) lives in its own module and registers itself on this group.
-from kagemusha.cli import datasource as _datasource  # noqa: E402
+from kagemusha.cli import datasource as _datasource
 
 _datasource.register(app)
