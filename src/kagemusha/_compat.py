@@ -212,7 +212,7 @@ def _domain_by_admin_port(port: str, domaindir: str | None) -> str:
             continue
         if str(props.admin_port) == port.strip():
             return info.name
-    raise DomainError(f"otxadmin set: no domain has domain.admin.port {port} (--port)")
+    raise DomainError(f"set: no domain has domain.admin.port {port} (--port)")
 
 
 def otxadmin_argv(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
