@@ -224,3 +224,19 @@ def test_seed_scripts_run_unmodified_with_otxadmin_installed(node: Node, workdir
     for p in root.rglob("*"):
         if p.is_file():
             assert b"adminadmin" not in p.read_bytes(), p
+
+
+def test_set_without_a_name_picks_the_domain_by_its_admin_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kagemusha.domains import create_domain
+
+    monkeypatch.setenv("KAGEMUSHA_DOMAIN_REGISTRY", str(tmp_path / "registry"))
+    for name, admin, http in (("domain1", 46212, 46080), ("domain2", 46222, 46081)):
+        props = tmp_path / f"{name}.properties"
+        props.write_text(f"domain.name={name}\ndomain.admin.port={admin}\ndomain.http.port={http}\n")
+        create_domain(name, props, domaindir=tmp_path / "domains", admin_password="adminadmin", admin_port=46202)
+    args, env = otxadmin_argv(["set", "--user", "admin", "--password", "adminadmin", "--port", "46222", "domain.workers=2"])
+    assert args == ["set", "domain2", "domain.workers=2"] and env == {"KAGEMUSHA_ADMIN_PASSWORD": "adminadmin"}
+    from kagemusha.errors import DomainError
+
+    with pytest.raises(DomainError, match="no domain has domain.admin.port 46999"):
+        otxadmin_argv(["set", "--port", "46999", "domain.workers=2"])
