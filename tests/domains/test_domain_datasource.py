@@ -202,6 +202,7 @@ def _app_connections(pg: PgPair, server: str = "standby") -> int:
     return int(s.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'"))
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("app", ["ds_wsgi:app", "ds_asgi:app"])
 def test_requests_survive_a_primary_failover(node: Node, workdir: Path, pg: PgPair, app: str) -> None:
     name = "dsw" if "wsgi" in app else "dsa"
@@ -281,6 +282,7 @@ def test_requests_survive_a_primary_failover(node: Node, workdir: Path, pg: PgPa
     pg.wait(lambda: _app_connections(pg) == 0, "app sessions closed")
 
 
+@pytest.mark.root
 def test_a_bad_password_file_keeps_the_domain_from_starting(node: Node, workdir: Path, pg: PgPair) -> None:
     root = workdir / "domains"
     pw = workdir / "db.pw"
@@ -390,6 +392,7 @@ def test_lifespan_wrapper_fails_the_startup_on_a_bad_password_file(tmp_path: Pat
     assert "datasource.db.password_file" in str(sent[0]["message"]) and "0644" in str(sent[0]["message"])
 
 
+@pytest.mark.root
 def test_the_oneway_postgres_example_app_serves(node: Node, workdir: Path, pg: PgPair) -> None:
     """examples/oneway-postgres: its properties (database and ports swapped for the test's) and its app."""
     example = Path(__file__).resolve().parents[2] / "examples" / "oneway-postgres"

@@ -188,6 +188,7 @@ def _require_root_and_unshare() -> None:
     pytest.skip(reason)
 
 
+@pytest.mark.root
 def test_seed_scripts_run_unmodified_with_otxadmin_installed(node: Node, workdir: Path) -> None:
     _require_root_and_unshare()
     opt_before = sorted(os.listdir("/opt")) if os.path.isdir("/opt") else None
