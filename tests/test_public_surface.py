@@ -18,6 +18,8 @@ PACKAGES = [
     "kagemusha.domains",
     "kagemusha.testing",
     "kagemusha.procedure",
+    "kagemusha.client",
+    "kagemusha.appserver",
 ]
 
 

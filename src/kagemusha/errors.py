@@ -13,6 +13,7 @@
     │   ├── ResourceFailed          start/stop/probe failed; recover (restart, failover)
     │   └── ResourceTimeout         start/stop did not finish within its timeout; counts as failed
     ├── DomainError                 an application-server domain command failed
+    │   └── ServiceUnavailable      a client's call through the VIP got no answer before its deadline
     └── ApiError                    a cluster API call failed (unreachable, refused, bad token)
 
 "Lost the race" is never an exception: ``Store.cas`` returns ``False`` when
@@ -33,6 +34,7 @@ __all__ = [
     "ResourceFailed",
     "ResourceTimeout",
     "DomainError",
+    "ServiceUnavailable",
     "ApiError",
 ]
 
@@ -103,6 +105,15 @@ class ResourceTimeout(ResourceFailed):
 
 class DomainError(KagemushaError):
     """An application-server domain operation failed (message is one clear line)."""
+
+
+class ServiceUnavailable(DomainError):
+    """A domain's service did not answer before the client's deadline (``kagemusha.client``).
+
+    Every attempt failed to connect, broke, timed out or was answered 502/503/504; the message
+    gives the number of attempts and the last failure. A name that is not bound is a plain
+    :class:`DomainError` instead (answered at once, not retried).
+    """
 
 
 class ApiError(KagemushaError):

@@ -22,7 +22,7 @@ def _attach() -> None:
     from kagemusha.cli import domain
 
     app.add_typer(domain.app, name="domain")
-    for mod in ("config", "agent", "status", "group", "node", "monitor", "service", "procedure"):
+    for mod in ("config", "agent", "status", "group", "node", "monitor", "service", "procedure", "compat"):
         try:
             module = __import__(f"kagemusha.cli.{mod}", fromlist=["register"])
         except ModuleNotFoundError as exc:  # a part not built yet

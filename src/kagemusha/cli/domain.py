@@ -275,3 +275,9 @@ def health(
         _fail(f"domain {name} is unhealthy: {h.detail}")
         raise typer.Exit(1)
     print(f"Domain {name} is healthy.")
+
+
+# -- test-datasource (issue 13 item 3) lives in its own module and registers itself on this group.
+from kagemusha.cli import datasource as _datasource
+
+_datasource.register(app)

@@ -95,7 +95,13 @@ def create_app() -> Any:
     if not import_string:
         return _welcome_app(os.environ.get(ENV_DOMAIN_NAME, "?"))
     paths = [p for p in os.environ.get(ENV_APP_PATH, "").split(os.pathsep) if p]
-    return load_app(import_string, paths)
+    # -- kagemusha data sources (issue 13 item 3; kagemusha.domains._datasource): the domain's pools are
+    # installed before the app is imported and opened/closed around the app's lifespan.
+    from kagemusha.domains._datasource import install_datasources, with_datasources
+
+    sources = install_datasources(os.environ.get("KAGEMUSHA_DOMAIN"), os.environ.get(ENV_DOMAIN_NAME, ""))
+    return with_datasources(load_app(import_string, paths), sources)
+    # -- end of the data-source hook
 
 
 def uvicorn_log_config(logs: Path, *, access_log: bool = True) -> dict[str, Any]:

@@ -258,6 +258,10 @@ def create_domain(
     reg = _registry(registry)
     path = Path(properties_file)
     props = load_properties(path, name=name)
+    # -- data sources (issue 13 item 3): each password file exists and is 0600 before anything is created
+    from kagemusha.domains._datasource import check_password_files, parse_datasources
+
+    check_password_files(parse_datasources(props.raw, source=str(path)), source=str(path))
     with reg.edit():
         pass  # the registry must be writable before anything is created
     text = path.read_text(encoding="latin-1")
@@ -904,6 +908,10 @@ def _start_locked(
         return DomainState.RUNNING
     if layout.read_hash() is None:
         raise DomainError(f"domain {name} has no admin password hash ({layout.password_hash})")
+    # -- data sources (issue 13 item 3): a bad password file fails the start at once, the key named
+    from kagemusha.domains._datasource import check_password_files, parse_datasources
+
+    check_password_files(parse_datasources(props.raw, source=str(layout.properties)), source=str(layout.properties))
     pw = _run_user(props)
     layout.make()
     tls = _prepare_https(layout, props)

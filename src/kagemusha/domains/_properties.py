@@ -152,7 +152,7 @@ def _address(raw: Mapping[str, str], key: str, default: str, errors: list[tuple[
 def is_port_key(key: str, value: str) -> bool:
     """Whether ``key=value`` names a port (``*port*`` keys, except words like ``support`` or booleans)."""
     low = key.lower()
-    if "port" not in low:
+    if "port" not in low or low.startswith("datasource."):  # a data source named e.g. "export" is no port
         return False
     stripped = low
     for word in _NOT_PORT_WORDS:
@@ -256,6 +256,12 @@ def parse_properties(
             )
         else:
             seen[port] = key
+
+    # -- data sources (issue 13 item 3; kagemusha.domains._datasource): keys only, no file is read here
+    if any(k.startswith("datasource.") for k in raw):
+        from kagemusha.domains._datasource import datasource_errors
+
+        errors.extend(datasource_errors(raw, loc))
 
     dname = raw.get(KEY_NAME, "").strip()
     if not dname:
