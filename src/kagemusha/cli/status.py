@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from kagemusha.cli._common import ConfigOpt, JsonOpt, err, fail, get_config, out, print_json, run
 
@@ -20,6 +19,8 @@ _STYLE = {"up": "green", "down": "red", "online": "green", "offline": "dim", "st
 
 
 def render(st: dict[str, Any]) -> None:
+    from rich.table import Table
+
     t = Table(title=f"cluster {st['cluster']}", title_justify="left")
     t.add_column("node")
     t.add_column("state")
@@ -43,6 +44,8 @@ def render(st: dict[str, Any]) -> None:
 
 
 def render_events(events: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
     t = Table(title="events", title_justify="left")
     for col in ("time", "node", "group", "event", "reason", "by"):
         t.add_column(col)
