@@ -76,11 +76,13 @@ def config_path(path: str | None) -> str:
     return path or os.environ.get("KAGEMUSHA_CONFIG") or DEFAULT_CONFIG
 
 
-def get_config(path: str | None) -> Config:
+def get_config(path: str | None, *, client: bool = False) -> Config:
+    """The config, or exit 2 with every error. ``client``: a command that only talks to the cluster
+    (through its API or store) skips the check of the groups' drivers, which the agents do."""
     from kagemusha.config import load_config
 
     try:
-        return load_config(config_path(path))
+        return load_config(config_path(path), check_drivers=not client)
     except ConfigError as exc:
         print_config_errors(exc)
         raise typer.Exit(2) from None

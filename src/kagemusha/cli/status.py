@@ -58,7 +58,6 @@ def render_events(events: list[dict[str, Any]]) -> None:
 
 def _read(cfg: Any, events: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from kagemusha.cli._client import ApiClient, HttpError, uses_api
-    from kagemusha.control import ClusterControl
     from kagemusha.errors import ApiError
 
     if uses_api(cfg):
@@ -71,6 +70,8 @@ def _read(cfg: Any, events: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             fail(str(exc), 2 if exc.status in (400, 404, 422) else 1)
         except ApiError as exc:
             err.print(f"kagemusha: {exc}; reading the cluster store directly", markup=False)
+
+    from kagemusha.control import ClusterControl
 
     async def go() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         async with ClusterControl.open(cfg) as ctl:
@@ -85,7 +86,7 @@ def status(
     events: int = typer.Option(0, "--events", "-e", min=0, max=500, help="also show the last N events"),
 ) -> None:
     """Show nodes, groups, resources and monitors (and, with --events N, the event log)."""
-    cfg = get_config(config)
+    cfg = get_config(config, client=True)
     st, evs = _read(cfg, events)
     if as_json:
         print_json({**st, "events": evs} if events else st)
