@@ -47,9 +47,9 @@ def _run(argv: Sequence[str]) -> str | None:
 
 
 def commit() -> dict[str, Any]:
-    """The checkout's commit and whether it had uncommitted changes to tracked files."""
+    """The checkout's commit and whether its code (src/, bench/) differed from it, new files included."""
     sha = _run(["git", "-C", str(ROOT), "rev-parse", "HEAD"])
-    status = _run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"])
+    status = _run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src", "bench", ":!bench/results"])
     return {"sha": sha if sha and re.fullmatch(r"[0-9a-f]{40}", sha) else None, "dirty": bool(status)}
 
 

@@ -64,9 +64,9 @@ def failover_local() -> Iterator[Row]:
         return
     for part in doc.get("modes", {}).values():
         m = part["meta"]
-        yield ("crash of the active node → group online on the standby, local store, default timers "
-               f"({part.get('heartbeat_interval')} s / {part.get('heartbeat_timeout')} s)",
-               med_tail(part.get("crash_to_status_online_s")), m, "failover_local.py")
+        what = ("crash of the active node → group online on the standby, local store, default timers "
+                f"({part.get('heartbeat_interval')} s / {part.get('heartbeat_timeout')} s)")
+        yield (what, med_tail(part.get("crash_to_status_online_s")), m, "failover_local.py")
         rss, cpu = part.get("agent_rss_mib") or [], part.get("agent_idle_cpu_percent") or []
         if rss and cpu:
             what = "agent RSS / idle CPU (local store, one group)"
