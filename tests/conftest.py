@@ -5,8 +5,9 @@
 each test file on one worker (``--dist loadfile``, so a module's shared cluster or
 etcd is started once). ``serial`` is for tests whose timing is the thing tested
 and that cannot share two cores with other work: end-to-end failovers through
-floating IPs and partitions of an etcd cluster in network namespaces (fencing
-deadlines of a second or so). A new test of that kind goes under one of
+floating IPs and partitions of an etcd cluster in network namespaces, and the
+tests that assert fencing and store deadlines of a second or less (a node stops
+its services before its lease expires; a request to a hung etcd costs one timeout). A new test of that kind goes under one of
 ``SERIAL_PATHS`` or carries ``@pytest.mark.serial`` itself.
 """
 
@@ -15,7 +16,14 @@ from __future__ import annotations
 import pytest
 
 #: Test files (or directories) run in the serial pass, relative to the repository root.
-SERIAL_PATHS = ("tests/e2e/", "tests/partition/")
+SERIAL_PATHS = (
+    "tests/e2e/",
+    "tests/partition/",
+    "tests/agent/",
+    "tests/integration/test_failover.py",
+    "tests/integration/test_etcd_cluster.py",
+    "tests/store/test_etcd.py",
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
