@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=20, help="runs per command (default 20)")
     args = ap.parse_args()
+    # SIGTERM (timeout, kill) ends the run through the finally blocks: no agent or etcd is left behind
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     k = [sys.executable, "-m", "kagemusha"]
     parts: dict[str, dict[str, object]] = {}
 

@@ -21,6 +21,7 @@ figures and writes ``bench/results/scale.json``. Never fails on a time; every wa
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import time
@@ -38,6 +39,9 @@ from bench import _results
 RSS_TARGET_MIB = 60.0
 CPU_TARGET_PERCENT = 1.0
 DECIDE_TARGET_S = 0.001
+#: On etcd, the timers docs/fencing.md recommends there (and bench/failover_netns.py's etcd modes use):
+#: a lease of 1 s does not survive a loaded machine or an etcd leader election.
+ETCD_TIMERS = {"heartbeat_interval": 0.3, "heartbeat_timeout": 3.0, "store_timeout": 0.5, "fence_margin": 0.3}
 
 
 def _all_online(c: LocalCluster, node: str | None, timeout: float) -> float | None:
@@ -206,7 +210,7 @@ def part_etcd(tmp: Path, agents: list[int], groups: list[int], idle: float, sett
                 key = f"{a}x{gcount}"
                 nodes = tuple(f"n{i + 1}" for i in range(a))
                 c = LocalCluster(tmp / f"etcd-{key}", nodes=nodes, cluster={"store": etcd.endpoints,
-                                                                           "name": f"scale{a}x{gcount}"})
+                                                                           "name": f"scale{a}x{gcount}", **ETCD_TIMERS})
                 c.groups = [{"name": f"g{j}", "nodes": list(nodes[j % a:] + nodes[:j % a])} for j in range(gcount)]
                 c.write_config()
                 t0 = time.monotonic()
@@ -214,9 +218,17 @@ def part_etcd(tmp: Path, agents: list[int], groups: list[int], idle: float, sett
                     c.start_all()
                     online = _all_online(c, None, settle_timeout)
                     if online is None:
-                        cells[key] = {"agents": a, "groups": gcount,
+                        try:
+                            states: dict[str, int] = {}
+                            for g in c.status()["groups"]:
+                                states[g["state"]] = states.get(g["state"], 0) + 1
+                        except Exception as exc:  # noqa: BLE001
+                            states = {f"status failed: {exc}": 1}
+                        fences = sum(c.log(n).count("fenced") for n in nodes)
+                        cells[key] = {"agents": a, "groups": gcount, "states_at_deadline": states,
+                                      "log_lines_with_fenced": fences, "load_average_1min": psutil.getloadavg()[0],
                                       "error": f"groups not all online within {settle_timeout:.0f} s"}
-                        print(f"etcd {key}: not settled in {settle_timeout:.0f} s", flush=True)
+                        print(f"etcd {key}: not settled in {settle_timeout:.0f} s: {cells[key]}", flush=True)
                         continue
                     time.sleep(2.0)
                     before, tb = _etcd_counters(url), time.monotonic()
@@ -247,7 +259,8 @@ def part_etcd(tmp: Path, agents: list[int], groups: list[int], idle: float, sett
                         if r else f"{a}: -")
         rows.append([(f"idle etcd load with {gcount} groups, by number of agents "
                       "(writes/s, i.e. revisions / requests/s)"), ", ".join(figs)])
-    return {"agents": agents, "groups": groups, "idle_s": idle, "cells": cells, "rows": rows,
+    return {"agents": agents, "groups": groups, "idle_s": idle, "cells": cells, "rows": rows, "timers": ETCD_TIMERS,
+            "settle_timeout_s": settle_timeout,
             "counters": ("per second over the idle window: etcd_debugging_mvcc_current_revision (puts and deletes), "
                          "etcd_server_proposals_committed (every raft write, lease grants and revokes included), "
                          "etcd_mvcc_put/delete/txn/range, and grpc_<Method> (gRPC messages received, lease "
@@ -311,6 +324,8 @@ def main() -> int:
     ap.add_argument("--failover-groups", type=int, default=100)
     ap.add_argument("--failover-runs", type=int, default=3)
     args = ap.parse_args()
+    # SIGTERM (timeout, kill) ends the run through the finally blocks: no agent or etcd is left behind
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     with tempfile.TemporaryDirectory(prefix="kg-scale-") as d:
         tmp = Path(d)
