@@ -28,7 +28,7 @@ def passes(workers: int) -> list[tuple[str, list[str]]]:
     """The Makefile's two passes (keep in step with its ``test`` target)."""
     base = [sys.executable, "-m", "pytest", "-q", "--durations=30"]
     return [("serial", [*base, "-m", "serial", "-p", "no:xdist"]),
-            ("parallel", [*base, "-m", "not serial", "-n", str(workers), "--dist", "loadfile"])]
+            ("parallel", [*base, "-m", "not serial", "-n", str(workers), "--dist", "loadgroup"])]
 
 
 def main() -> int:
