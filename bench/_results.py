@@ -84,10 +84,15 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
-def metadata(n: int | None, *, tools: Iterable[str] = (), **extra: Any) -> dict[str, Any]:
-    """What every record carries: commit, date (UTC), machine, the tools' versions, N and the command."""
+def metadata(n: int | None, *, tools: Iterable[str] = (), commit_info: dict[str, Any] | None = None,
+             **extra: Any) -> dict[str, Any]:
+    """What every record carries: commit, date (UTC), machine, the tools' versions, N and the command.
+
+    ``commit_info``: the checkout's ``commit()`` taken when the run started (the code that ran), since
+    the checkout may move on during a long run; taken now by default.
+    """
     meta: dict[str, Any] = {
-        "commit": commit(),
+        "commit": commit_info if commit_info is not None else commit(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "n": n,

@@ -54,6 +54,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=20, help="runs per command (default 20)")
     args = ap.parse_args()
+    code = _results.commit()  # the code that runs, before the checkout can move on
     # SIGTERM (timeout, kill) ends the run through the finally blocks: no agent or etcd is left behind
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     k = [sys.executable, "-m", "kagemusha"]
@@ -85,7 +86,7 @@ def main() -> int:
                 record(f"`kagemusha status --json`, {how}", [*k, "status", "--json", "--config", str(c.config_path)])
             finally:
                 c.close()
-    meta = _results.metadata(args.runs, env_pythonpath=os.environ.get("PYTHONPATH"))
+    meta = _results.metadata(args.runs, commit_info=code, env_pythonpath=os.environ.get("PYTHONPATH"))
     path = _results.save("cli", "commands", parts, meta, about={
         "what": "wall time of one `python -m kagemusha ...` process, fork to exit, after one uncounted warm-up run",
         "cluster": "two agents on the local store (tests/integration/cluster.py LocalCluster), one group online",

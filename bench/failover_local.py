@@ -19,8 +19,9 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench import _results
 from tests.integration.cluster import LocalCluster
+
+from bench import _results
 
 IDLE_S = 5.0
 
@@ -41,6 +42,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=10)
     args = ap.parse_args()
+    code = _results.commit()  # the code that runs, before the checkout can move on
     detect, online = [], []
     with tempfile.TemporaryDirectory() as d:
         c = LocalCluster(Path(d) / "c")
@@ -83,7 +85,7 @@ def main() -> None:
         "idle_sample_s": IDLE_S,
     }
     print(json.dumps(res, indent=2))
-    out = _results.save("failover_local", "modes", {"default": res}, _results.metadata(args.runs), about={
+    out = _results.save("failover_local", "modes", {"default": res}, _results.metadata(args.runs, commit_info=code), about={
         "what": "two agents on the local store, one exec group; the active node is crashed (agent, supervisor and "
                 "services killed) N times",
         "agent": "RSS and CPU of each agent process (the supervisor's child), idle, one group online",

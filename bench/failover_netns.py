@@ -79,7 +79,7 @@ while time.monotonic() < t_end and not os.path.exists(stop):
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._results import metadata, save, summary
+from bench._results import commit, metadata, save, summary
 
 
 class Bench:
@@ -505,6 +505,7 @@ def main() -> int:
                                        "kagemusha-etcd-crash,kagemusha-etcd-partition",
                     help="comma-separated subset of the modes")
     args = ap.parse_args()
+    code = commit()  # the code that runs, before the checkout can move on
     reason = unavailable_reason()
     if reason is None and not Path("/usr/sbin/keepalived").exists() and "keepalived" in args.modes:
         reason = "keepalived is not installed (Debian: apt-get install keepalived; scripts/bootstrap does)"
@@ -562,7 +563,7 @@ def main() -> int:
     for mode, part in results.items():
         tools = ["keepalived"] if mode == "keepalived" else ["etcd"] if mode.startswith("kagemusha-etcd-") else []
         part = {**part, "run_seconds_all_modes": seconds, "modes_in_this_run": modes}
-        save("failover_netns", "modes", {mode: part}, metadata(args.runs, tools=tools), about={
+        save("failover_netns", "modes", {mode: part}, metadata(args.runs, tools=tools, commit_info=code), about={
             "client": "GET / to the VIP every 10 ms, new connection each, 0.2 s timeout",
             "outage": "last client success before the crash to first success from the survivor",
             "etcd": "etcd modes: TTL 3 s (see docs/fencing.md: above an etcd leader election), so not comparable 1:1 "

@@ -109,6 +109,9 @@ def cli() -> Iterator[Row]:
     for name, part in doc.get("commands", {}).items():
         w, c = part["wall_s"], part.get("cpu_s")
         fig = f"median {secs(w['median'])}, max {secs(w['max'])}" + (f" (CPU {secs(c['median'])})" if c else "")
+        load = part.get("load_average_1min")
+        if load:
+            fig += f"; load average {max(load):.0f} on {part['meta']['machine'].get('cores')} cores"
         yield f"CLI cold start: {name}", fig, part["meta"], "cli_bench.py"
 
 
@@ -127,7 +130,7 @@ def suite() -> Iterator[Row]:
     if not doc:
         return
     for part in doc.get("runs", {}).values():
-        yield part["what"], part["figure"], part["meta"], "../Makefile"
+        yield part["what"], part["figure"], part["meta"], "suite.py"
 
 
 SECTIONS: list[Callable[[], Iterator[Row]]] = [failover_local, failover_netns, cli, scale, suite]

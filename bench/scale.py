@@ -324,6 +324,7 @@ def main() -> int:
     ap.add_argument("--failover-groups", type=int, default=100)
     ap.add_argument("--failover-runs", type=int, default=3)
     args = ap.parse_args()
+    code = _results.commit()  # the code that runs, before the checkout can move on
     # SIGTERM (timeout, kill) ends the run through the finally blocks: no agent or etcd is left behind
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
@@ -349,7 +350,7 @@ def main() -> int:
             for what, fig in res["rows"]:
                 print(f"{what}: {fig}", flush=True)
             tools = ["etcd"] if part == "etcd" else []
-            path = _results.save("scale", "parts", {part: res}, _results.metadata(n, tools=tools))
+            path = _results.save("scale", "parts", {part: res}, _results.metadata(n, tools=tools, commit_info=code))
             print(f"{part}: written to {path}", flush=True)
     return 0
 
