@@ -8,8 +8,18 @@ demo:
 	@bash scripts/bootstrap --demo
 	.venv/bin/python -m kagemusha.demo
 
+# Two passes: the timing-critical tests alone (marked serial, see tests/conftest.py), then the rest
+# over $(TEST_WORKERS) pytest-xdist workers, a test file (or a group of files sharing fixed ports) per worker. A pass that runs no test fails
+# (pytest exits 5). The durations of the slowest tests are printed for each pass.
+TEST_WORKERS ?= 3
+PYTEST = .venv/bin/python -m pytest -q --durations=15
+
 test: bootstrap
-	.venv/bin/python -m pytest -q
+	@serial=0; parallel=0; \
+	$(PYTEST) -m serial -p no:xdist || serial=$$?; \
+	$(PYTEST) -m "not serial" -n $(TEST_WORKERS) --dist loadgroup || parallel=$$?; \
+	echo "make test: serial pass exit $$serial, parallel pass exit $$parallel"; \
+	test $$serial -eq 0 && test $$parallel -eq 0
 
 lint: bootstrap
 	.venv/bin/ruff check src tests

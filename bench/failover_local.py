@@ -1,14 +1,15 @@
 """Failover on the local store: N node crashes, detection and time-to-online, agent RSS and idle CPU.
 
 Run: ``make bench`` or ``.venv/bin/python bench/failover_local.py --runs 20``.
-Prints figures and writes JSON under bench/results/. Never fails on a time.
+Prints figures and writes ``bench/results/failover_local.json`` (with ``bench/_results``'s
+metadata). Never fails on a time. RSS and CPU are the agent's own process (the
+supervisor's child), not its supervisor.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -18,13 +19,11 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.integration.cluster import LocalCluster  # noqa: E402
+from tests.integration.cluster import LocalCluster
 
+from bench import _results
 
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
-
+IDLE_S = 5.0
 
 def take_time(c: LocalCluster, node: str, after: float) -> float | None:
     for line in c.log(node).splitlines():
@@ -43,6 +42,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=10)
     args = ap.parse_args()
+    code = _results.commit()  # the code that runs, before the checkout can move on
     detect, online = [], []
     with tempfile.TemporaryDirectory() as d:
         c = LocalCluster(Path(d) / "c")
@@ -51,10 +51,10 @@ def main() -> None:
             c.wait_group("webotx1", "online", "n1")
             # idle figures
             time.sleep(2)
-            procs = [psutil.Process(p.pid) for p in c.procs.values()]
+            procs = [psutil.Process(c.agent_pid(n)) for n in c.nodes]  # the agents, not their supervisors
             for p in procs:
                 p.cpu_percent(None)
-            time.sleep(5)
+            time.sleep(IDLE_S)
             cpu = [p.cpu_percent(None) for p in procs]
             rss = [p.memory_info().rss / 2**20 for p in procs]
             active = "n1"
@@ -74,17 +74,22 @@ def main() -> None:
         finally:
             c.close()
     res = {
-        "runs": args.runs,
         "heartbeat_interval": 0.2,
         "heartbeat_timeout": 1.0,
-        "crash_to_service_start_s": {"min": min(detect), "median": statistics.median(detect), "p99": pct(detect, 99)},
-        "crash_to_status_online_s": {"min": min(online), "median": statistics.median(online), "p99": pct(online, 99)},
+        "crash_to_service_start_s": _results.summary(detect),
+        "crash_to_status_online_s": _results.summary(online),
+        "crash_to_service_start_samples": detect,
+        "crash_to_status_online_samples": online,
         "agent_rss_mib": rss,
         "agent_idle_cpu_percent": cpu,
+        "idle_sample_s": IDLE_S,
     }
     print(json.dumps(res, indent=2))
-    out = Path(__file__).parent / "results" / "failover_local.json"
-    out.write_text(json.dumps(res, indent=2))
+    out = _results.save("failover_local", "modes", {"default": res}, _results.metadata(args.runs, commit_info=code), about={
+        "what": "two agents on the local store, one exec group; the active node is crashed (agent, supervisor and "
+                "services killed) N times",
+        "agent": "RSS and CPU of each agent process (the supervisor's child), idle, one group online",
+    })
     print(f"written to {out}")
 
 

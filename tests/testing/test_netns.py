@@ -92,7 +92,13 @@ def test_mounts_are_per_node(harness: Harness) -> None:
     assert dev == str(os.makedev(*divmod_dev(h)))
     # The same process sees the same node across calls (the mount namespace persists).
     p = h.popen("n1", ["sh", "-c", f"cat {mp}/../data1/lost+found >/dev/null 2>&1; sleep 600"])
-    assert p.pid in h.pids("n1") and p.pid not in h.pids("n2")
+    # The child is nsenter until it has entered n1's namespaces: wait for that, never race it.
+    deadline = time.monotonic() + 10
+    while p.pid not in h.pids("n1"):
+        assert p.poll() is None, f"the child exited {p.returncode} before it was seen in n1"
+        assert time.monotonic() < deadline, "the child was not seen in n1's namespaces within 10 s"
+        time.sleep(0.01)
+    assert p.pid not in h.pids("n2")
 
 
 def test_run_reports_failures_with_node_and_stderr(harness: Harness) -> None:

@@ -12,18 +12,18 @@ system's CAs.
 from __future__ import annotations
 
 import getpass
+import http.client
+import json
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-import httpx
-
-from kagemusha.config import Config
 from kagemusha.errors import ApiError
 
 if TYPE_CHECKING:
+    from kagemusha.config import Config
     from kagemusha.control import ClusterControl
 
 __all__ = ["ApiClient", "HttpError", "api_call", "through", "uses_api"]
@@ -43,6 +43,26 @@ class HttpError(ApiError):
         super().__init__(message)
 
 
+class _Response:
+    """What the client keeps of an answer: status, reason and body."""
+
+    def __init__(self, status: int, reason: str, body: bytes) -> None:
+        self.status_code = status
+        self.reason_phrase = reason
+        self.body = body
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class _NotSent(Exception):
+    """The request could not be sent (no connection): the next node may be asked."""
+
+
 def uses_api(config: Config) -> bool:
     """True when the cluster has an API token: the CLI then goes through the agents' API."""
     return config.cluster.api_token_file is not None
@@ -53,7 +73,7 @@ def _resolve(config: Config, value: str) -> Path:
     return p if p.is_absolute() or not config.source else Path(config.source).resolve().parent / p
 
 
-def _detail(r: httpx.Response) -> str:
+def _detail(r: _Response) -> str:
     try:
         d = r.json().get("detail")
     except (ValueError, AttributeError):
@@ -71,6 +91,11 @@ class ApiClient:
         with ApiClient(config) as api:
             status = api.get("/cluster")
             api.post("/groups/webotx1/move", {"to": "n2", "wait": 60}, timeout=70)
+
+    The standard library's ``http.client`` (one connection per request): a CLI
+    process makes a request or two, and importing a full HTTP client would cost
+    more than the requests. It never uses a proxy from the environment, which must
+    not see the token or the cluster's addresses.
 
     Args:
         config: the cluster config (nodes' addresses, token file, TLS certificate).
@@ -92,22 +117,18 @@ class ApiClient:
             raise ApiError(f"the API token file {token_file} is empty")
         c = config.cluster
         self.scheme = "https" if c.tls_cert_file else "http"
-        verify: ssl.SSLContext | bool = True
+        self._tls: ssl.SSLContext | None = None
         if c.tls_cert_file:
             ctx = ssl.create_default_context(cafile=str(_resolve(config, c.tls_cert_file)))
             ctx.load_default_certs()
             ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # a leaf certificate may be its own trust anchor
-            verify = ctx
+            self._tls = ctx
         try:
             actor = f"cli {getpass.getuser()}@{socket.gethostname()}"
         except (KeyError, OSError):
             actor = "cli"
-        self._http = httpx.Client(
-            verify=verify,
-            timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
-            headers={"Authorization": f"Bearer {self.token}", "X-Kagemusha-Actor": actor},
-            trust_env=False,  # NB: a proxy from the environment must not see the token or the cluster's addresses
-        )
+        self._headers = {"Authorization": f"Bearer {self.token}", "X-Kagemusha-Actor": actor,
+                         "Accept": "application/json"}
 
     def __enter__(self) -> Self:
         return self
@@ -116,7 +137,7 @@ class ApiClient:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        """Nothing stays open between requests; kept for the context-manager protocol."""
 
     def nodes(self) -> Iterator[tuple[str, str]]:
         """``(node, base URL)`` in the order they are tried: the config's order."""
@@ -150,9 +171,9 @@ class ApiClient:
     def _call(self, method: str, path: str, body: dict[str, Any] | None, timeout: float | None,
               *, as_text: bool = False) -> Any:
         tried: list[str] = []
-        t = httpx.Timeout(timeout if timeout is not None else READ_TIMEOUT, connect=CONNECT_TIMEOUT)
-        for node, base in self.nodes():
-            r = self._send(method, base + path, body, t, node, base, tried)
+        read_timeout = timeout if timeout is not None else READ_TIMEOUT
+        for (node, base), n in zip(self.nodes(), self.config.nodes, strict=True):
+            r = self._send(method, n.address, path, body, read_timeout, node, base, tried)
             if r is None:
                 continue
             if r.status_code == 503 and method == "GET":
@@ -165,30 +186,58 @@ class ApiClient:
             return r.text if as_text else r.json()
         raise ApiError(f"no agent API answered ({'; '.join(tried)})")
 
-    def _send(self, method: str, url: str, body: dict[str, Any] | None, timeout: httpx.Timeout,
-              node: str, base: str, tried: list[str]) -> httpx.Response | None:
+    def _connect(self, address: str) -> http.client.HTTPConnection:
+        if self._tls is not None:
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                address, timeout=CONNECT_TIMEOUT, context=self._tls)
+        else:
+            conn = http.client.HTTPConnection(address, timeout=CONNECT_TIMEOUT)
+        try:
+            conn.connect()  # TCP and, with TLS, the handshake and the certificate check
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise _NotSent(_why(exc)) from None
+        return conn
+
+    def _send(self, method: str, address: str, path: str, body: dict[str, Any] | None, read_timeout: float,
+              node: str, base: str, tried: list[str]) -> _Response | None:
         """One request; ``None`` (and a note in ``tried``) when it could not be sent."""
         try:
-            return self._http.request(method, url, json=body, timeout=timeout)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            tried.append(f"{node} at {base}: {_why(exc)}")
-        except httpx.TransportError as exc:
+            conn = self._connect(address)
+        except _NotSent as exc:
+            tried.append(f"{node} at {base}: {exc}")
+            return None
+        try:
+            assert conn.sock is not None
+            conn.sock.settimeout(read_timeout)
+            headers = dict(self._headers)
+            data = None
+            if body is not None:
+                data = json.dumps(body).encode()
+                headers["Content-Type"] = "application/json"
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            return _Response(resp.status, resp.reason, resp.read())
+        except (OSError, http.client.HTTPException) as exc:
             if method == "GET":
                 tried.append(f"{node} at {base}: {_why(exc)}")
                 return None
             raise ApiError(f"lost the connection to {node} at {base} during the request ({_why(exc)}); "
                            "the request may have been carried out: check `kagemusha status`") from None
-        return None
+        finally:
+            conn.close()
 
 
-def _why(exc: Exception) -> str:
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({exc.verify_message or exc.reason})"
     msg = str(exc) or type(exc).__name__
     if "Connection refused" in msg:
         return "connection refused"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out"
-    if "CERTIFICATE_VERIFY_FAILED" in msg:
-        return "TLS certificate not trusted (" + msg.rsplit("]", 1)[-1].strip(" ()") + ")"
     return msg
 
 

@@ -2,24 +2,58 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 import typer
-from rich.console import Console
 
-from kagemusha.config import Config, load_config
 from kagemusha.errors import ConfigError, KagemushaError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from kagemusha.config import Config
 
 T = TypeVar("T")
 
 DEFAULT_CONFIG = "/etc/kagemusha/cluster.toml"
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+
+
+class LazyConsole:
+    """A rich ``Console`` made on first need: plain lines (``markup=False``) are written without importing rich.
+
+    Rich costs tens of milliseconds to import; most commands print one plain line.
+    """
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        self.stderr = stderr
+        self._console: Console | None = None
+
+    @property
+    def file(self) -> TextIO:
+        return sys.stderr if self.stderr else sys.stdout
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self.stderr, highlight=False, soft_wrap=True)
+        return self._console
+
+    def print(self, *objects: Any, markup: bool | None = None, **kwargs: Any) -> None:
+        if markup is False and not kwargs and all(isinstance(o, str) for o in objects):
+            self.file.write(" ".join(objects) + "\n")
+            self.file.flush()
+        else:
+            self.console.print(*objects, markup=markup, **kwargs)
+
+
+err = LazyConsole(stderr=True)
+out = LazyConsole()
 
 ConfigOpt = typer.Option(
     None, "--config", "-c", help=f"cluster.toml (default: $KAGEMUSHA_CONFIG or {DEFAULT_CONFIG})", show_default=False
@@ -42,9 +76,13 @@ def config_path(path: str | None) -> str:
     return path or os.environ.get("KAGEMUSHA_CONFIG") or DEFAULT_CONFIG
 
 
-def get_config(path: str | None) -> Config:
+def get_config(path: str | None, *, client: bool = False) -> Config:
+    """The config, or exit 2 with every error. ``client``: a command that only talks to the cluster
+    (through its API or store) skips the check of the groups' drivers, which the agents do."""
+    from kagemusha.config import load_config
+
     try:
-        return load_config(config_path(path))
+        return load_config(config_path(path), check_drivers=not client)
     except ConfigError as exc:
         print_config_errors(exc)
         raise typer.Exit(2) from None
@@ -55,6 +93,8 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
     from kagemusha.control import UsageError
 
     try:
+        import asyncio
+
         return asyncio.run(fn())  # type: ignore[arg-type]
     except UsageError as exc:
         fail(str(exc), 2)

@@ -58,7 +58,7 @@ def apply(
     from kagemusha.control import apply_config
 
     path = path or config_path(config)
-    cfg, store = _store(path)  # exits 2 on an invalid file: nothing stored
+    _cfg, store = _store(path)  # exits 2 on an invalid file: nothing stored
 
     async def go() -> Any:
         async with store:

@@ -41,7 +41,7 @@ def start(
     """Start GROUP (on NODE, or its best node) and wait until it is online. Clears its fail counts."""
     from kagemusha.cli._client import through
 
-    cfg = get_config(config)
+    cfg = get_config(config, client=True)
     body: dict[str, Any] = {"wait": wait, **({"node": node} if node else {})}
     _show(through(cfg, _post(f"/groups/{quote(group, safe='')}/start", body, wait),
                   lambda ctl: ctl.start_group(group, node, wait=wait)), as_json)
@@ -52,7 +52,7 @@ def stop(group: str, config: str = ConfigOpt, wait: float = WaitOpt, as_json: bo
     """Stop GROUP and wait until it is offline."""
     from kagemusha.cli._client import through
 
-    cfg = get_config(config)
+    cfg = get_config(config, client=True)
     _show(through(cfg, _post(f"/groups/{quote(group, safe='')}/stop", {"wait": wait}, wait),
                   lambda ctl: ctl.stop_group(group, wait=wait)), as_json)
 
@@ -68,7 +68,7 @@ def move(
     """Move GROUP to node TO and wait until it is online there."""
     from kagemusha.cli._client import through
 
-    cfg = get_config(config)
+    cfg = get_config(config, client=True)
     _show(through(cfg, _post(f"/groups/{quote(group, safe='')}/move", {"to": to, "wait": wait}, wait),
                   lambda ctl: ctl.move_group(group, to, wait=wait)), as_json)
 

@@ -16,7 +16,7 @@ def _set(group: str, monitor: str, on: bool, config: str | None, as_json: bool) 
     from kagemusha.cli._client import through
     from kagemusha.control import ClusterControl
 
-    cfg = get_config(config)
+    cfg = get_config(config, client=True)
     verb = "suspend" if on else "resume"
 
     async def via_store(ctl: ClusterControl) -> dict[str, Any]:

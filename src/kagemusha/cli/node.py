@@ -16,7 +16,7 @@ SLACK = 15.0
 def _set(node: str, on: bool, config: str | None, wait: float, as_json: bool) -> None:
     from kagemusha.cli._client import through
 
-    cfg = get_config(config)
+    cfg = get_config(config, client=True)
     verb = "standby" if on else "unstandby"
     st: dict[str, Any] = through(
         cfg,

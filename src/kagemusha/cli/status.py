@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from kagemusha.cli._common import ConfigOpt, JsonOpt, err, fail, get_config, out, print_json, run
 
@@ -20,6 +19,8 @@ _STYLE = {"up": "green", "down": "red", "online": "green", "offline": "dim", "st
 
 
 def render(st: dict[str, Any]) -> None:
+    from rich.table import Table
+
     t = Table(title=f"cluster {st['cluster']}", title_justify="left")
     t.add_column("node")
     t.add_column("state")
@@ -43,6 +44,8 @@ def render(st: dict[str, Any]) -> None:
 
 
 def render_events(events: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
     t = Table(title="events", title_justify="left")
     for col in ("time", "node", "group", "event", "reason", "by"):
         t.add_column(col)
@@ -55,7 +58,6 @@ def render_events(events: list[dict[str, Any]]) -> None:
 
 def _read(cfg: Any, events: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from kagemusha.cli._client import ApiClient, HttpError, uses_api
-    from kagemusha.control import ClusterControl
     from kagemusha.errors import ApiError
 
     if uses_api(cfg):
@@ -68,6 +70,8 @@ def _read(cfg: Any, events: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             fail(str(exc), 2 if exc.status in (400, 404, 422) else 1)
         except ApiError as exc:
             err.print(f"kagemusha: {exc}; reading the cluster store directly", markup=False)
+
+    from kagemusha.control import ClusterControl
 
     async def go() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         async with ClusterControl.open(cfg) as ctl:
@@ -82,7 +86,7 @@ def status(
     events: int = typer.Option(0, "--events", "-e", min=0, max=500, help="also show the last N events"),
 ) -> None:
     """Show nodes, groups, resources and monitors (and, with --events N, the event log)."""
-    cfg = get_config(config)
+    cfg = get_config(config, client=True)
     st, evs = _read(cfg, events)
     if as_json:
         print_json({**st, "events": evs} if events else st)

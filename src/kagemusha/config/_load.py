@@ -85,11 +85,17 @@ def config_warnings(cfg: Config) -> list[tuple[str, str]]:
     return out
 
 
-def _semantic_errors(cfg: Config, base_dir: Path | None) -> list[tuple[str, str]]:
+def _driver_kinds(g: Any) -> tuple[tuple[str, tuple[Any, ...], dict[str, str], Any], ...]:
+    """Each kind of a group's drivers: its specs, the registry of its types and how to load a type's class."""
     from kagemusha.monitors import REGISTRY as MONITORS
     from kagemusha.monitors import monitor_class
     from kagemusha.resources import REGISTRY as RESOURCES
     from kagemusha.resources import driver_class
+
+    return (("resources", g.resources, RESOURCES, driver_class), ("monitors", g.monitors, MONITORS, monitor_class))
+
+
+def _semantic_errors(cfg: Config, base_dir: Path | None, *, drivers: bool = True) -> list[tuple[str, str]]:
     from kagemusha.store._open import parse_store_url
 
     errors: list[tuple[str, str]] = []
@@ -115,11 +121,7 @@ def _semantic_errors(cfg: Config, base_dir: Path | None) -> list[tuple[str, str]
             errors.append((f"groups[{gi}].nodes", "a node is listed twice"))
         dupes([r.name for r in g.resources], f"groups[{gi}].resources")
         dupes([m.name for m in g.monitors], f"groups[{gi}].monitors")
-        kinds: tuple[tuple[str, tuple[Any, ...], dict[str, str], Any], ...] = (
-            ("resources", g.resources, RESOURCES, driver_class),
-            ("monitors", g.monitors, MONITORS, monitor_class),
-        )
-        for kind, specs, registry, lookup in kinds:
+        for kind, specs, registry, lookup in _driver_kinds(g) if drivers else ():
             for ri, spec in enumerate(specs):
                 where = f"groups[{gi}].{kind}[{ri}]"
                 if spec.type not in registry:
@@ -188,8 +190,14 @@ def _token_file_problems(p: Path) -> list[str]:
     return problems
 
 
-def parse_config(data: dict[str, Any], *, source: str = "", base_dir: Path | None = None) -> Config:
+def parse_config(data: dict[str, Any], *, source: str = "", base_dir: Path | None = None,
+                 check_drivers: bool = True) -> Config:
     """Validate a config already parsed from TOML.
+
+    ``check_drivers=False`` skips the check of each resource's and monitor's type and
+    parameters (which imports every driver used): for a client of the cluster (the
+    CLI's ``status``, ``group``, ...) that needs the nodes, the store and the API
+    settings, not the groups' drivers, which the agents check.
 
     Raises:
         ConfigError: every problem found, each ``(file: key.path, message)``.
@@ -199,14 +207,14 @@ def parse_config(data: dict[str, Any], *, source: str = "", base_dir: Path | Non
         cfg = Config.model_validate({**data, "source": source})
     except ValidationError as exc:
         raise ConfigError([(prefix + path, msg) for path, msg in _pydantic_errors(exc)]) from None
-    errors = _semantic_errors(cfg, base_dir)
+    errors = _semantic_errors(cfg, base_dir, drivers=check_drivers)
     if errors:
         raise ConfigError([(prefix + path, msg) for path, msg in errors])
     return cfg
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate ``cluster.toml``.
+def load_config(path: str | Path, *, check_drivers: bool = True) -> Config:
+    """Read and validate ``cluster.toml`` (``check_drivers``: see ``parse_config``).
 
     Raises:
         ConfigError: unreadable file, bad TOML (with line and column), or invalid content.
@@ -222,4 +230,4 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError([(str(p), "not UTF-8 text")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([(str(p), f"invalid TOML: {exc}")]) from None
-    return parse_config(data, source=str(p), base_dir=p.resolve().parent)
+    return parse_config(data, source=str(p), base_dir=p.resolve().parent, check_drivers=check_drivers)
