@@ -277,7 +277,33 @@ def health(
     print(f"Domain {name} is healthy.")
 
 
-# -- test-datasource (issue 13 item 3) lives in its own module and registers itself on this group.
-from kagemusha.cli import datasource as _datasource
+# -- test-datasource (issue 13 item 3): the console's "test data source" (the seed's 4.1 step 7);
+# psycopg is imported only when the command runs.
 
-_datasource.register(app)
+
+@_command("test-datasource")
+def test_datasource(
+    name: Name,
+    datasource: Annotated[
+        str, typer.Argument(help="Data source name (datasource.<NAME>.url).", show_default=False)
+    ],
+    domaindir: DomainDir = None,
+) -> None:
+    """Connect to a data source with the domain's settings: 'ok: HOST:PORT primary|standby PostgreSQL V'."""
+    from kagemusha.domains._datasource import check_password_files, parse_datasources, probe_datasource
+    from kagemusha.domains._layout import NodeRegistry
+    from kagemusha.domains._properties import load_properties
+    from kagemusha.errors import DomainError
+
+    layout = NodeRegistry.from_env().locate(name, domaindir)
+    props = load_properties(layout.properties)
+    sources = parse_datasources(props.raw, source=str(layout.properties))
+    ds = sources.get(datasource)
+    if ds is None:
+        known = ", ".join(sorted(sources)) or "none"
+        raise DomainError(
+            f"domain {name} has no data source {datasource!r} (datasource.{datasource}.url is not set in"
+            f" {layout.properties}; data sources: {known})"
+        )
+    check_password_files({datasource: ds}, source=str(layout.properties))
+    print(f"ok: {probe_datasource(ds)}")

@@ -49,11 +49,11 @@ class _Progress:
         self.status: Any = None
 
     def begin(self, title: str) -> None:
-        if self.as_json or not out.is_terminal:
+        if self.as_json or not out.file.isatty():
             return
         from rich.markup import escape
 
-        self.status = out.status(f"{escape(title)} …")
+        self.status = out.console.status(f"{escape(title)} …")
         self.status.start()
 
     def emit(self, o: Any) -> None:
