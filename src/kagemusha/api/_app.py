@@ -29,7 +29,7 @@ from kagemusha.api._metrics import make_registry
 from kagemusha.config import Config
 from kagemusha.control import ActionFailed, ClusterControl, UsageError, derive_status
 from kagemusha.errors import KagemushaError, StoreUnavailable
-from kagemusha.store import Store, open_store
+from kagemusha.store import Store, open_cluster_store
 
 if TYPE_CHECKING:
     from kagemusha.agent import Agent
@@ -103,7 +103,10 @@ class ApiState:
         c = agent.config.cluster
         self.tokens = TokenSource(resolve_path(agent.config, c.api_token_file) if c.api_token_file else None)
         self._own_store = store is None
-        self.store = store or open_store(c.store, timeout=max(c.store_timeout, 2.0))
+        # NB: the same client options as the agent's (etcd TLS, user, password): a secured store refuses
+        # a client without them (tests/integration/test_secure_store.py).
+        base = str(Path(agent.config.source).resolve().parent) if agent.config.source else None
+        self.store = store or open_cluster_store(c, base_dir=base, timeout=max(c.store_timeout, 2.0))
         self.closing = asyncio.Event()
         self.registry = make_registry(agent)
 
@@ -133,9 +136,26 @@ def _auth(request: Request, _: Annotated[Any, Depends(_bearer)]) -> None:
     _state(request).tokens.check(request)
 
 
-def _group(state: ApiState, name: str) -> None:
+def _group(state: ApiState, name: str, *, public: bool = False) -> None:
+    """404 for an unknown group; the list of groups only for an authenticated caller (``public=False``)."""
     if name not in {g.name for g in state.config.groups}:
+        if public:
+            raise HTTPException(404, "no such group")
         raise HTTPException(404, f'no group "{name}" (groups: {", ".join(g.name for g in state.config.groups) or "none"})')
+
+
+#: Why a node is not a member, as ``/health`` may say it to anyone: the head of the agent's reason when it is
+#: one of these, else a generic word. NB: the full reason may name store endpoints, groups or errors; it
+#: stays in the agent's log and in the authenticated ``/cluster``.
+_PUBLIC_REASONS = frozenset({
+    "lease expired at the store", "cannot renew lease", "agent exiting", "leave requested twice", "left the cluster",
+})
+
+
+def public_reason(reason: str) -> str:
+    """The part of a fencing reason ``/health`` may show without a token (never endpoints, groups or errors)."""
+    head = reason.split(":", 1)[0].strip()
+    return head if head in _PUBLIC_REASONS else "fenced (see the agent's log)"
 
 
 def _node(state: ApiState, name: str) -> None:
@@ -285,13 +305,13 @@ def create_app(agent: Agent, *, store: Store | None = None) -> FastAPI:
         member = agent.is_member()
         body = {"node": agent.node, "member": member}
         if not member and agent.fenced_reason:
-            body["reason"] = agent.fenced_reason
+            body["reason"] = public_reason(agent.fenced_reason)
         return JSONResponse(body, status_code=200 if member else 503)
 
     @app.get("/groups/{group}/primary", tags=["health"])
     async def primary(group: str) -> JSONResponse:
         """200 only on the node running ``group`` (503 elsewhere), like Patroni's ``/primary``."""
-        _group(state, group)
+        _group(state, group, public=True)
         runs = agent.runs(group)
         return JSONResponse({"node": agent.node, "group": group, "running": runs}, status_code=200 if runs else 503)
 

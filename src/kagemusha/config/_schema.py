@@ -68,6 +68,9 @@ class ClusterSection(Strict):
     store_user: str | None = None
     store_password_file: str | None = None
     watchdog: str | None = None
+    #: Accept an etcd store without client certificates or auth (refused otherwise: writing to the store
+    #: is root on every node). ``config validate`` and the agent warn on every start.
+    insecure_store: bool = False
 
     @field_validator("store")
     @classmethod
