@@ -23,6 +23,7 @@ from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kagemusha.api._auth import TokenSource, actor_of, resolve_path
 from kagemusha.api._metrics import make_registry
@@ -163,6 +164,13 @@ def _node(state: ApiState, name: str) -> None:
         raise HTTPException(404, f'no node "{name}" (nodes: {", ".join(state.config.node_names)})')
 
 
+def _is_open(path: str) -> bool:
+    """Paths served without the token: health checks and the web UI's static shell."""
+    parts = path.split("/")
+    return (path in ("/", "/health") or path.startswith("/static/")
+            or (len(parts) == 4 and parts[1] == "groups" and parts[3] == "primary"))
+
+
 def _field_error(field: str, message: str) -> JSONResponse:
     return JSONResponse(
         {"detail": f"{field}: {message}", "errors": [{"field": field, "message": message}]}, status_code=422
@@ -266,7 +274,17 @@ def create_app(agent: Agent, *, store: Store | None = None) -> FastAPI:
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
+        response: Response | None = None
+        if not _is_open(request.url.path):
+            # NB: before routing: FastAPI parses and validates a body before the router's token dependency
+            # runs, so a caller without the token would otherwise learn what an endpoint expects (400/422).
+            try:
+                state.tokens.check(request)
+            except HTTPException as refused:
+                response = JSONResponse({"detail": refused.detail}, status_code=refused.status_code,
+                                        headers=refused.headers)
+        if response is None:
+            response = await call_next(request)
         for k, v in _SECURITY_HEADERS.items():
             response.headers.setdefault(k, v)
         response.headers["X-Kagemusha-Node"] = agent.node
@@ -276,10 +294,19 @@ def create_app(agent: Agent, *, store: Store | None = None) -> FastAPI:
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = []
         for e in exc.errors():
+            if e.get("type") == "json_invalid":
+                errors.append({"field": "body", "message": f"not valid JSON ({e.get('ctx', {}).get('error', 'decode error')})"})
+                continue
             loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path")]
             errors.append({"field": ".".join(loc) or "body", "message": str(e.get("msg", "invalid"))})
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not parse the body at all
+            return _field_error("body", f"cannot be parsed: {exc.detail}; expected a JSON object")
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(UsageError)
     async def usage(request: Request, exc: UsageError) -> JSONResponse:

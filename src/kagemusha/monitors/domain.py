@@ -43,7 +43,7 @@ __all__ = ["DomainMonitor", "DomainMonitorParams"]
 class DomainMonitorParams(DriverParams):
     """Parameters of a ``domain`` monitor."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, hide_input_in_errors=True)
 
     domain: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     domaindir: str | None = None

@@ -131,7 +131,7 @@ INLINE_PASSWORD = ("an inline password is refused: `config apply` stores this fi
 class DriverParams(BaseModel):
     """Base of every driver's parameter model: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Resource(abc.ABC):
