@@ -87,3 +87,13 @@ def kill_tagged(match: dict[str, str], *, sig: int = signal.SIGKILL, wait: float
         killed.extend(kill_pids(procs, sig=sig, wait=wait))
         time.sleep(0.01)
     return killed
+
+
+def fence_tagged(match: dict[str, str], *, wait: float = 0.5) -> list[int]:
+    """Kill every process tagged with ``match`` and return the pids still alive afterwards (proof: ``[]``).
+
+    A process in uninterruptible sleep survives SIGKILL until its kernel call returns; the caller must
+    not count such a fence as done (docs/fencing.md).
+    """
+    kill_tagged(match, sig=signal.SIGKILL, wait=wait)
+    return [p.pid for p in find_tagged(match)]

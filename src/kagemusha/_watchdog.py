@@ -1,10 +1,19 @@
 """The Linux kernel watchdog (``/dev/watchdog``), as Patroni uses it.
 
-While the node runs groups the agent pings the device after every lease
-renewal; if the agent hangs (a blocked event loop, a stuck kernel call) the
-pings stop and the kernel resets the machine before the lease can expire and
-another node starts the groups. When the node runs nothing it disarms the
-device with the magic close ("V"), so an idle node is never reset.
+The agent arms the device before it starts anything, and feeds it only while
+that is safe: a ping at ``now`` lets the machine live until ``now + timeout``,
+so it is sent only when that is no later than the lease may expire at the store,
+and not once a fence stops making progress. If the agent hangs (a blocked event
+loop, a stuck kernel call) or a fence cannot be proven, the pings stop and the
+kernel resets the machine before the lease can expire and another node starts
+the groups. When the node runs nothing it disarms the device with the magic
+close ("V"), so an idle node (and one that fenced cleanly) is never reset.
+The exact timing is in docs/fencing.md.
+
+A path that is not a character device (a FIFO or a file) is a stand-in for
+tests: it receives the same bytes (``\0`` per ping, ``V`` on disarm) and no
+ioctl. On a real device, failing to set the timeout is an error: the agent
+then starts nothing.
 
 NB: the watchdog's granularity is whole seconds, so the config check requires
 ``heartbeat_timeout - heartbeat_interval - store_timeout >= 1`` when a
@@ -17,6 +26,7 @@ import fcntl
 import logging
 import math
 import os
+import stat
 import struct
 
 __all__ = ["Watchdog", "watchdog_timeout"]
@@ -46,13 +56,26 @@ class Watchdog:
         return self.fd is not None
 
     def arm(self) -> None:
+        """Open the device and set its timeout.
+
+        Raises:
+            OSError: the device cannot be opened, or (a real device) refuses the timeout.
+        """
         if self.fd is not None:
             return
-        self.fd = os.open(self.path, os.O_WRONLY)
-        try:
-            fcntl.ioctl(self.fd, WDIOC_SETTIMEOUT, struct.pack("i", self.timeout))
-        except OSError as exc:  # not a watchdog device (tests) or a fixed-timeout driver
-            log.warning("cannot set watchdog timeout", extra={"kv": {"device": self.path, "error": exc.strerror}})
+        fd = os.open(self.path, os.O_WRONLY)
+        if stat.S_ISCHR(os.fstat(fd).st_mode):
+            try:
+                fcntl.ioctl(fd, WDIOC_SETTIMEOUT, struct.pack("i", self.timeout))
+            except OSError as exc:
+                # NB: a device that keeps its own (longer) timeout would reset the machine after the
+                # lease expired: not a watchdog we can trust. Magic close, then refuse.
+                try:
+                    os.write(fd, b"V")
+                finally:
+                    os.close(fd)
+                raise OSError(exc.errno, f"cannot set the watchdog timeout to {self.timeout}s: {exc.strerror}") from exc
+        self.fd = fd
         log.info("watchdog armed", extra={"kv": {"device": self.path, "timeout": self.timeout}})
 
     def ping(self) -> None:

@@ -64,7 +64,7 @@ def errors_of(p: Path) -> list[tuple[str, str]]:
 
 def test_good_config_loads(cfgdir: Path) -> None:
     cfg = load_config(write(cfgdir, GOOD))
-    assert cfg.cluster.heartbeat_interval == 0.2 and cfg.cluster.heartbeat_timeout == 1.0
+    assert cfg.cluster.heartbeat_interval == 0.15 and cfg.cluster.heartbeat_timeout == 1.0
     assert cfg.group("webotx1").home == "n1"
     assert cfg.group("webotx1").resources[0].params == {"start": "start.sh", "stop": "stop.sh"}
 
@@ -80,7 +80,7 @@ def test_good_config_loads(cfgdir: Path) -> None:
         (lambda s: s.replace('name = "c1"', 'name = "c1"\ncolour = "red"'), "cluster.colour", "unknown key"),
         (lambda s: s.replace('address = "127.0.0.1:17102"', 'address = "nowhere"'), "nodes[1].address", "host:port"),
         (lambda s: s.replace('name = "c1"', 'name = "c1"\nheartbeat_timeout = 0.4'), "cluster.heartbeat_timeout",
-         "heartbeat_interval + cluster.store_timeout + cluster.fence_margin"),
+         "heartbeat_interval + 2 * cluster.store_timeout + retry back-off + cluster.fence_margin"),
         (lambda s: s.replace('command = "true"', 'command = "true"\nfinal_action = "reboot"'), "groups[0].monitors[0].final_action", "stop_group"),
         (lambda s: s.replace('command = "true"', 'command = "true"\nretries = "two"'), "groups[0].monitors[0].retries", "integer"),
         (lambda s: s.replace('store = "local:', 'store = "zk:'), "cluster.store", "unknown store"),

@@ -1,6 +1,5 @@
-"""The per-node agent (observe -> decide -> act) and the store layout it shares with the CLI."""
+"""The per-node agent: observe -> decide (pure) -> act."""
 
-from kagemusha.agent._agent import Agent
-from kagemusha.agent._layout import Snapshot, parse_snapshot, root_of
+from kagemusha.agent._agent import APPLIED_CONFIG, Agent
 
-__all__ = ["Agent", "Snapshot", "parse_snapshot", "root_of"]
+__all__ = ["APPLIED_CONFIG", "Agent"]

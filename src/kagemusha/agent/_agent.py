@@ -2,17 +2,20 @@
 
 Tasks (all in one ``asyncio.TaskGroup`` the agent owns; no orphan tasks):
 
-- lease keeper: renews the node's lease every ``heartbeat_interval``; when a
-  renewal fails and the next one could not land before
-  ``valid_until - fence_margin``, it fences (kills/removes/unmounts every
-  resource of every group, no scripts) and starts nothing until a new lease is
-  granted. ``valid_until`` is measured from when the last successful renewal
-  was *sent*, so it can only be earlier than the store's own expiry.
-- decision loop: every ``heartbeat_interval`` (or at once when something
-  changes) reads the cluster's keys, builds a ``ClusterView``, calls
-  ``decide`` and hands the plan to the executor; logs one line per action.
+- lease keeper: renews the node's lease every ``heartbeat_interval``. ``valid_until`` is counted from
+  when the last successful renewal was *sent*, so it is never later than the store's own expiry. A
+  renewal attempt is made only if it can fail and still leave ``fence_margin`` before
+  ``valid_until``; otherwise the node fences at once (the timing rule in ``config/_load.py`` makes
+  sure a healthy node always gets its attempts in). It feeds the watchdog (see ``_feed_watchdog``).
+- decision loop: every ``heartbeat_interval`` (or at once when something changes) reads the cluster's
+  keys, builds a ``ClusterView``, calls ``decide`` and carries out the plan's actions as they are.
 - group workers: one task at a time per group for start/stop/restart.
 - monitors: one task per monitor of each group that runs here.
+
+Safety (docs/fencing.md): an action runs only under the lease it was decided under; a fence is done
+only when proven (every process gone, every address removed, every disk unmounted). Until then the
+group stays ``fencing`` here, the lease is neither revoked nor given up on purpose, the fence is
+retried, and the watchdog is no longer fed once the fence stops making progress.
 """
 
 from __future__ import annotations
@@ -22,17 +25,17 @@ import json
 import logging
 import os
 import signal
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from kagemusha._clock import Clock, SystemClock
 from kagemusha.agent._groups import GroupRuntime, StopFailed
-from kagemusha.agent._layout import Snapshot, parse_snapshot, root_of
 from kagemusha.cluster import (
     Action,
     ActionKind,
     ClusterView,
+    EventKind,
     GroupView,
     LocalState,
     MonitorRequest,
@@ -40,14 +43,22 @@ from kagemusha.cluster import (
     decide,
 )
 from kagemusha.config import Config
+from kagemusha.config._load import retry_backoff
+from kagemusha.control import GroupStatistics, MonitorStatistics, NodeStatistics
 from kagemusha.errors import ConfigError, KagemushaError, LeaseExpired, StoreUnavailable
-from kagemusha.resources import ClpEvent, ProbeState
+from kagemusha.model import ClpEvent
+from kagemusha.protocol import ClusterRecords, Snapshot
+from kagemusha.resources import ProbeState
 from kagemusha.store import Store, open_cluster_store
 
-__all__ = ["Agent"]
+__all__ = ["APPLIED_CONFIG", "Agent"]
 
 log = logging.getLogger("kagemusha.agent")
 EVENTS_KEPT = 500
+#: In the node's state directory: the config the agent last applied, for the supervisor's fence.
+APPLIED_CONFIG = "applied-config.json"
+#: Pause between two attempts of an incomplete fence.
+FENCE_RETRY = 0.1
 
 
 class Agent:
@@ -57,29 +68,44 @@ class Agent:
         config: the validated cluster config.
         node: this node's name (must be in ``config.nodes``).
         store: an open store (default: opened from ``config.cluster.store``).
+        serve_api: serve the REST API and web UI at the node's address.
+        apply_config: store this config file when it differs from the applied one.
+        clock: where time comes from (default: the machine's; the simulation gives a virtual one).
+        watchdog: a watchdog object (``arm``/``ping``/``disarm``; default: the device in the config).
     """
 
     def __init__(
-        self, config: Config, node: str, *, store: Store | None = None, serve_api: bool = True, apply_config: bool = False
+        self,
+        config: Config,
+        node: str,
+        *,
+        store: Store | None = None,
+        serve_api: bool = True,
+        apply_config: bool = False,
+        clock: Clock | None = None,
+        watchdog: Any = None,
     ) -> None:
         config.node(node)  # KeyError for an unknown node: the CLI checks first
+        self.clock: Clock = clock or SystemClock()
         self.config = config
         self.node = node
-        self.root = root_of(config.cluster.name)
         base = str(Path(config.source).resolve().parent) if config.source else None
         self.store = store or open_cluster_store(config.cluster, base_dir=base)
+        self.records = ClusterRecords(self.store, config.cluster.name, by=f"agent {node}", source=node, clock=self.clock)
         self.serve_api = serve_api
         self.apply_config = apply_config
         self.config_sha = ""
         self.config_version = 0
         self._bad_config_sha = ""
-        self.watchdog: Any = None
-        wd_path = config.cluster.watchdog
-        if wd_path is not None:
-            from kagemusha._watchdog import Watchdog, watchdog_timeout
+        c = config.cluster
+        from kagemusha._watchdog import watchdog_timeout
 
-            c = config.cluster
-            self.watchdog = Watchdog(wd_path, watchdog_timeout(c.heartbeat_timeout, c.heartbeat_interval, c.store_timeout))
+        self.watchdog_seconds = watchdog_timeout(c.heartbeat_timeout, c.heartbeat_interval, c.store_timeout)
+        self.watchdog: Any = watchdog
+        if watchdog is None and c.watchdog is not None:
+            from kagemusha._watchdog import Watchdog
+
+            self.watchdog = Watchdog(c.watchdog, self.watchdog_seconds)
         self.groups = {g.name: GroupRuntime.build(config, g, node) for g in config.groups if node in g.nodes}
         self.lease_id: int | None = None
         self._stale_leases: set[int] = set()
@@ -88,12 +114,17 @@ class Agent:
         self.leaving = False
         self.fenced_reason = ""
         self.stop_reason = ""
+        #: a fence of every group is running (lease loss, stop failure, leave requested twice)
+        self._fencing_all = False
+        #: monotonic time the current fence last made progress (None: no fence running)
+        self._fence_progress_at: float | None = None
+        self._fence_now = ""
         self._kick = asyncio.Event()
         self._done = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._notes: dict[str, str] = {}
         self.snapshot = Snapshot()
-        self.statistics: dict[str, Any] = {"lease_renew_seconds": 0.0, "store_request_seconds": 0.0, "fences": 0}
+        self._stats: dict[str, float] = {"lease_renew_seconds": 0.0, "store_request_seconds": 0.0, "fences": 0}
         self.on_cycle: list[Callable[[], Awaitable[None] | None]] = []
 
     # -- public -------------------------------------------------------------
@@ -104,16 +135,18 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.add_signal_handler(sig, self.request_leave, f"signal {signal.Signals(sig).name}")
-            except (NotImplementedError, RuntimeError):
+            except (NotImplementedError, RuntimeError, ValueError):
                 pass
         Path(self.config.state_dir_of(self.node)).mkdir(parents=True, exist_ok=True)
+        # NB: probe before anything that may refuse to start (a config that differs from the applied
+        # one exits 2): leftovers of a previous run are fenced whatever happens next.
+        await self._initial_probe()
         await self._check_stored_config()
         log.info("agent starting", extra={"kv": {"cluster": self.config.cluster.name, "groups": ",".join(self.groups)}})
         from kagemusha.config import config_warnings
 
         for key, msg in config_warnings(self.config):
             log.warning("config warning", extra={"kv": {"key": key, "warning": msg}})
-        await self._initial_probe()
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -123,7 +156,7 @@ class Agent:
                 if self.serve_api:
                     from kagemusha.api import serve
 
-                    tg.create_task(serve(self), name="api")
+                    tg.create_task(serve(self, self._api_control), name="api")
                 await self._done.wait()
                 raise _Exit()
         except* _Exit:
@@ -136,21 +169,20 @@ class Agent:
     def request_leave(self, why: str = "requested") -> None:
         """Graceful leave (SIGTERM): stop own groups, release them, revoke the lease, exit.
 
-        A second request while leaving fences at once and exits.
+        A second request while leaving fences at once (proven, like every fence) and exits.
         """
         if self.leaving:
             log.warning("second leave request: fencing now", extra={"kv": {"why": why}})
-            asyncio.get_running_loop().create_task(self._fence_all("leave requested twice")).add_done_callback(
-                lambda _: self._done.set()
-            )
+            self._fence_now = "leave requested twice"
+            self._kick.set()
             return
         log.info("leaving the cluster", extra={"kv": {"why": why}})
         self.leaving = True
         self._kick.set()
 
     def is_member(self) -> bool:
-        """True while this node holds its lease (for ``GET /health``)."""
-        return self.lease_id is not None and not self.fenced_reason
+        """True while this node holds its lease and is not fencing (for ``GET /health``)."""
+        return self.lease_id is not None and not self.fenced_reason and not self._fencing_all
 
     def runs(self, group: str) -> bool:
         """True when this node owns ``group`` and it is online here (for ``GET /groups/<g>/primary``)."""
@@ -160,6 +192,33 @@ class Agent:
             rt is not None and rt.local == LocalState.RUNNING and self.is_member()
             and owner is not None and owner.node == self.node
         )
+
+    def statistics(self) -> NodeStatistics:
+        """A frozen snapshot of this agent's counters (the API's ``/metrics`` reads it)."""
+        groups = tuple(
+            GroupStatistics(
+                name=name, local=rt.local.value, starts=int(rt.stats["starts"]), failovers=int(rt.stats["failovers"]),
+                restarts=int(rt.stats["restarts"]), last_start_seconds=float(rt.stats["last_start_seconds"]),
+                last_failover_seconds=float(rt.stats["last_failover_seconds"]),
+                monitors=tuple(MonitorStatistics(m.spec.name, m.total_failures, m.consecutive, m.last_ok) for m in rt.monitors),
+            )
+            for name, rt in self.groups.items()
+        )
+        return NodeStatistics(
+            node=self.node, member=self.is_member(), fenced_reason=self.fenced_reason,
+            fence_incomplete=tuple(n for n, rt in self.groups.items() if rt.local == LocalState.FENCING),
+            lease_renew_seconds=self._stats["lease_renew_seconds"],
+            store_request_seconds=self._stats["store_request_seconds"], fences=int(self._stats["fences"]), groups=groups,
+        )
+
+    def _api_control(self) -> Any:
+        """The control service the API uses: a store client of its own, opened like the agent's (TLS, auth)."""
+        from kagemusha.control import ClusterControl
+
+        c = self.config.cluster
+        base = str(Path(self.config.source).resolve().parent) if self.config.source else None
+        store = open_cluster_store(c, base_dir=base, timeout=max(c.store_timeout, 2.0))
+        return ClusterControl(lambda: self.config, store, "api", wait_zero_returns=True)
 
     # -- configuration in the store ------------------------------------------------
 
@@ -171,14 +230,12 @@ class Agent:
             StoreUnavailable: the store cannot be asked.
         """
         from kagemusha.config._stored import sha256_text
-        from kagemusha.control import apply_config, read_stored_config
+        from kagemusha.control import ActionFailed, apply_config, read_stored_config
 
         if not self.config.source:
             return
         text = Path(self.config.source).read_text(encoding="utf-8")
         mine = sha256_text(text)
-        from kagemusha.control import ActionFailed
-
         rec = await read_stored_config(self.store, self.config.cluster.name)
         if rec is None or (rec.sha256 != mine and self.apply_config):
             try:
@@ -196,6 +253,17 @@ class Agent:
                 "it, or start the agent with --apply",
             )])
         self.config_sha, self.config_version = rec.sha256, rec.version
+        self._keep_applied(rec.to_value())
+
+    def _keep_applied(self, value: str) -> None:
+        """Keep the applied config where the supervisor reads it without the store (its fence after a crash)."""
+        path = Path(self.config.state_dir_of(self.node)) / APPLIED_CONFIG
+        try:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(value, encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("cannot keep the applied config for the supervisor", extra={"kv": {"path": str(path), "error": str(exc)}})
 
     async def _maybe_reconfigure(self, record: dict[str, Any] | None) -> None:
         """Apply a newly stored config version: the difference, without restarting the agent."""
@@ -221,6 +289,7 @@ class Agent:
         log.info("config changed", extra={"kv": {"version": rec.version, "changes": "; ".join(changes)}})
         self.config = new
         self.config_sha, self.config_version = rec.sha256, rec.version
+        self._keep_applied(rec.to_value())
         wanted = {g.name: g for g in new.groups if self.node in g.nodes}
         for name, rt in list(self.groups.items()):
             if name not in wanted:
@@ -229,7 +298,8 @@ class Agent:
                     del self.groups[name]
                 else:
                     await self._cancel_monitors(rt)
-                    self._spawn(rt, self._stop(rt, Action(ActionKind.STOP, name, reason="group removed from config")))
+                    self._spawn(rt, self._stop(rt, Action(ActionKind.STOP, name, event_kind=EventKind.STOP,
+                                                          at=self.clock.time(), reason="group removed from config")))
         for name, spec in wanted.items():
             fresh = GroupRuntime.build(new, spec, self.node)
             cur = self.groups.get(name)
@@ -285,14 +355,23 @@ class Agent:
 
     # -- lease ----------------------------------------------------------------
 
+    def _lease_usable(self) -> bool:
+        """The lease is held and may still be acted under (not within ``fence_margin`` of its end)."""
+        return (
+            self.lease_id is not None and not self._fencing_all
+            and self.clock.monotonic() < self.valid_until - self.config.cluster.fence_margin
+        )
+
     async def _grant(self) -> None:
         c = self.config.cluster
+        sent = self.clock.monotonic()
         lease = await asyncio.wait_for(self.store.grant_lease(c.heartbeat_timeout), c.store_timeout)
-        t0 = time.monotonic()
-        member = json.dumps({"address": self.config.node(self.node).address, "pid": os.getpid(), "since": time.time()})
-        await asyncio.wait_for(self.store.put(self._k(f"members/{self.node}"), member, lease=lease.id), c.store_timeout)
+        await asyncio.wait_for(
+            self.records.join(self.node, lease=lease.id, address=self.config.node(self.node).address, pid=os.getpid()),
+            c.store_timeout,
+        )
+        self.valid_until = sent + min(lease.ttl, c.heartbeat_timeout)
         self.lease_id = lease.id
-        self.valid_until = t0 + min(lease.ttl, c.heartbeat_timeout)
         # A lease we gave up while the store was unreachable may still hold our keys (etcd keeps leases
         # across its restarts): we fenced, so release them now rather than wait for their expiry.
         for old in list(self._stale_leases):
@@ -302,89 +381,174 @@ class Agent:
             except (StoreUnavailable, TimeoutError):
                 pass
         if not self.joined_at:
-            self.joined_at = time.time()
+            self.joined_at = self.clock.time()
         self.fenced_reason = ""
         log.info("joined the cluster", extra={"kv": {"lease": lease.id, "ttl": lease.ttl}})
-        await self._event(None, "node_up", f"node {self.node} joined")
+        await self._event(None, EventKind.NODE_UP, f"node {self.node} joined")
         self._kick.set()
 
     async def _lease_keeper(self) -> None:
         c = self.config.cluster
+        backoff = retry_backoff(c.heartbeat_interval, c.store_timeout)
         while not self._done.is_set():
             if self.lease_id is None:
                 if self.leaving:
                     self._done.set()
                     return
+                if self._fencing_all or any(rt.local == LocalState.FENCING for rt in self.groups.values()):
+                    # NB: no new lease while a fence is incomplete: the node would join with live leftovers.
+                    await self.clock.sleep(c.heartbeat_interval)
+                    continue
                 try:
                     await self._grant()
                 except (StoreUnavailable, TimeoutError, LeaseExpired) as exc:
                     self._note("lease", f"cannot get a lease: {exc or 'timeout'}")
-                    await asyncio.sleep(c.heartbeat_interval)
+                    await self.clock.sleep(c.heartbeat_interval)
                     continue
-            await asyncio.sleep(c.heartbeat_interval)
-            if self.lease_id is None:
+            await self.clock.sleep(c.heartbeat_interval)
+            lease = self.lease_id
+            if lease is None:
                 continue
             while True:
-                sent = time.monotonic()
-                try:
-                    ttl = await asyncio.wait_for(self.store.keepalive(self.lease_id), c.store_timeout)
-                    self.statistics["lease_renew_seconds"] = time.monotonic() - sent
-                    self.valid_until = sent + min(ttl, c.heartbeat_timeout)
-                    self._feed_watchdog()
+                sent = self.clock.monotonic()
+                # Attempt only if a failed attempt still leaves fence_margin before the lease may end.
+                if sent + c.store_timeout + c.fence_margin > self.valid_until:
+                    await self._lose_lease(lease, "cannot renew the lease in time")
                     break
+                try:
+                    ttl = await asyncio.wait_for(self.store.keepalive(lease), c.store_timeout)
                 except LeaseExpired:
-                    await self._fence_all("lease expired at the store")
+                    await self._lose_lease(lease, "lease expired at the store")
                     break
                 except (StoreUnavailable, TimeoutError) as exc:
-                    now = time.monotonic()
-                    # Retry only if another attempt could still land before we must fence.
-                    if now + c.store_timeout + c.fence_margin < self.valid_until:
-                        log.warning("lease renewal failed, retrying", extra={"kv": {"error": str(exc) or "timeout"}})
-                        # NB: a store that refuses at once (connection refused) must not make this a
-                        # hot loop; a short pause still leaves time for the retry before the deadline.
-                        await asyncio.sleep(min(c.heartbeat_interval, c.store_timeout) / 4)
-                        continue
-                    await self._fence_all(f"cannot renew lease: {exc or 'store timeout'}")
-                    break
+                    log.warning("lease renewal failed, retrying", extra={"kv": {"error": str(exc) or "timeout"}})
+                    self._feed_watchdog()
+                    # NB: a store that refuses at once must not make this a hot loop; the timing rule
+                    # counts this pause (config/_load.py: retry_backoff).
+                    await self.clock.sleep(backoff)
+                    continue
+                if self.lease_id != lease:
+                    break  # fenced meanwhile
+                self._stats["lease_renew_seconds"] = self.clock.monotonic() - sent
+                # NB: counted from the send, never from the answer (the store may have reset its
+                # TTL at any instant in between): tests/testing/test_simulate.py breaks this on purpose.
+                self.valid_until = sent + min(ttl, c.heartbeat_timeout)
+                self._feed_watchdog()
+                break
+
+    async def _lose_lease(self, lease: int, why: str) -> None:
+        """The lease cannot be proven any more: fence everything (proven), then forget the lease."""
+        await self._fence_all(f"cannot renew lease: {why}")
+        if self.lease_id == lease:
+            self.lease_id = None
+            self._stale_leases.add(lease)
 
     def _feed_watchdog(self) -> None:
-        """Ping the kernel watchdog while groups run here; disarm it when none does."""
-        if self.watchdog is None:
+        """Feed the watchdog while it is safe and useful; disarm it when the node runs nothing.
+
+        Fed only if the device, counting from now, fires no later than the lease may expire at the store
+        (``now + watchdog_seconds <= valid_until``), and not while a fence has stopped making progress:
+        then the machine resets before the lease expires and a standby starts (docs/fencing.md).
+        """
+        wd = self.watchdog
+        if wd is None:
             return
         try:
-            if any(rt.local != LocalState.STOPPED for rt in self.groups.values()):
-                self.watchdog.ping()
-            else:
-                self.watchdog.disarm()
+            if not any(rt.local != LocalState.STOPPED for rt in self.groups.values()) and not self._fencing_all:
+                wd.disarm()
+                return
+            if self._fence_stuck():
+                self._note("watchdog", "watchdog not fed: the fence makes no progress")
+                return
+            if self.clock.monotonic() + self.watchdog_seconds > self.valid_until:
+                return
+            wd.ping()
         except OSError as exc:
-            log.error("watchdog device error", extra={"kv": {"device": self.watchdog.path, "error": str(exc)}})
+            log.error("watchdog device error", extra={"kv": {"device": getattr(wd, "path", "?"), "error": str(exc)}})
+
+    def _fence_stuck(self) -> bool:
+        at = self._fence_progress_at
+        if at is None:
+            return False
+        c = self.config.cluster
+        return self.clock.monotonic() - at > max(c.fence_margin, c.heartbeat_interval)
+
+    def _arm_watchdog(self) -> bool:
+        """Arm (and feed) the watchdog before anything starts here. False: nothing may start."""
+        wd = self.watchdog
+        if wd is None:
+            return True
+        if self.clock.monotonic() + self.watchdog_seconds > self.valid_until:
+            return False  # too close to the lease's end: the next renewal makes it safe
+        try:
+            wd.arm()
+            wd.ping()
+        except OSError as exc:
+            self._note("watchdog", f"cannot arm the watchdog {getattr(wd, 'path', '?')}: {exc}; starting nothing")
+            log.error("cannot arm the watchdog: starting nothing",
+                      extra={"kv": {"device": getattr(wd, "path", "?"), "error": str(exc)}})
+            return False
+        return True
+
+    async def _fence_groups(self, rts: list[GroupRuntime], reason: str) -> list[str]:
+        """One fence attempt of ``rts``: kill/remove/unmount, no scripts. Returns what is not proven gone."""
+        for rt in rts:
+            await self._cancel_worker(rt)
+            if rt.local != LocalState.STOPPED or rt.worker is not None:
+                rt.reason = f"fenced: {reason}"
+            rt.local = LocalState.FENCING
+        results = await asyncio.gather(*(rt.fence() for rt in rts), return_exceptions=True)
+        left: list[str] = []
+        for rt, res in zip(rts, results):
+            problems = [f"{rt.name}: fence error {res}"] if isinstance(res, BaseException) else list(res)
+            if problems:
+                rt.reason = "fence incomplete: " + "; ".join(problems)
+                left += [f"{rt.name}: {p}" for p in problems]
+            else:
+                rt.local = LocalState.STOPPED
+        return left
 
     async def _fence_all(self, reason: str) -> None:
-        """Stop every resource at once (no scripts) and forget the lease."""
-        if self.lease_id is None and self.fenced_reason:
+        """Fence every group until proven; never gives up (the watchdog is the escalation).
+
+        While incomplete the groups stay ``fencing`` here, the lease is kept (never revoked), no new
+        lease is taken, and status, the log and the event list say so.
+        """
+        if self._fencing_all:
             return
-        t0 = time.monotonic()
+        t0 = self.clock.monotonic()
+        self._fencing_all = True
+        self._fence_progress_at = t0
         self.fenced_reason = reason
-        self.statistics["fences"] += 1
-        lease, self.lease_id = self.lease_id, None
-        for rt in self.groups.values():
-            await self._cancel_worker(rt)
-        results = await asyncio.gather(*(rt.fence() for rt in self.groups.values()))
-        for rt, problems in zip(self.groups.values(), results):
-            if rt.local != LocalState.STOPPED:
-                rt.reason = f"fenced: {reason}"
-            rt.local = LocalState.STOPPED
-            if problems:
-                log.error("fence problems", extra={"kv": {"group": rt.name, "problems": "; ".join(problems)}})
+        self._stats["fences"] += 1
+        try:
+            last = None
+            said = False
+            while True:
+                left = await self._fence_groups(list(self.groups.values()), reason)
+                if not left:
+                    break
+                if last is None or len(left) < len(last):
+                    self._fence_progress_at = self.clock.monotonic()
+                last = left
+                if not said:
+                    said = True
+                    log.error("fence incomplete: keeping the claim and retrying",
+                              extra={"kv": {"decision": "fence", "reason": reason, "left": "; ".join(left)}})
+                    await self._event(None, EventKind.FENCE_INCOMPLETE, f"{reason}: " + "; ".join(left))
+                    for rt in self.groups.values():
+                        if rt.local == LocalState.FENCING:
+                            await self._write_status(rt)
+                self._feed_watchdog()
+                await self.clock.sleep(FENCE_RETRY)
+        finally:
+            self._fencing_all = False
+            self._fence_progress_at = None
         log.error(
             "fenced: stopped every resource",
-            extra={"kv": {"decision": "fence", "reason": reason, "seconds": round(time.monotonic() - t0, 3)}},
+            extra={"kv": {"decision": "fence", "reason": reason, "seconds": round(self.clock.monotonic() - t0, 3)}},
         )
-        if lease is not None:
-            try:
-                await asyncio.wait_for(self.store.revoke(lease), self.config.cluster.store_timeout)
-            except (StoreUnavailable, TimeoutError):
-                self._stale_leases.add(lease)
+        self._feed_watchdog()  # runs nothing now: disarms
 
     # -- observe / decide / act -------------------------------------------------
 
@@ -392,10 +556,10 @@ class Agent:
         """Kick the decision loop when anything under the cluster's root changes."""
         while not self._done.is_set():
             try:
-                async for _ in self.store.watch(self.root):
+                async for _ in self.records.watch():
                     self._kick.set()
             except StoreUnavailable:
-                await asyncio.sleep(self.config.cluster.heartbeat_interval)
+                await self.clock.sleep(self.config.cluster.heartbeat_interval)
 
     async def _decision_loop(self) -> None:
         c = self.config.cluster
@@ -405,6 +569,9 @@ class Agent:
             except TimeoutError:
                 pass
             self._kick.clear()
+            if self._fence_now:
+                await self._leave_fenced(self._fence_now)
+                return
             await self._cycle()
             for cb in self.on_cycle:
                 r = cb()
@@ -421,6 +588,19 @@ class Agent:
                 self._done.set()
                 return
 
+    async def _leave_fenced(self, reason: str) -> None:
+        """Fence everything (proven), then give up the lease and exit."""
+        await self._fence_all(reason)
+        self.stop_reason = reason
+        await self._event(None, EventKind.NODE_FENCED, reason)
+        lease, self.lease_id = self.lease_id, None
+        if lease is not None:
+            try:
+                await asyncio.wait_for(self.store.revoke(lease), self.config.cluster.store_timeout)
+            except (StoreUnavailable, TimeoutError):
+                self._stale_leases.add(lease)
+        self._done.set()
+
     def _left(self) -> bool:
         busy = any(rt.local != LocalState.STOPPED or rt.worker is not None for rt in self.groups.values())
         owned = any(
@@ -430,30 +610,30 @@ class Agent:
 
     async def _cycle(self) -> None:
         c = self.config.cluster
-        t0 = time.monotonic()
+        t0 = self.clock.monotonic()
         epochs = {name: rt.epoch for name, rt in self.groups.items()}
         try:
-            kvs, rev = await asyncio.wait_for(self.store.get_prefix(self.root), c.store_timeout)
+            self.snapshot = await asyncio.wait_for(self.records.snapshot(), c.store_timeout)
         except (StoreUnavailable, TimeoutError) as exc:
             self._note("store", f"cannot read the store: {exc or 'timeout'}")
             return
-        self.statistics["store_request_seconds"] = time.monotonic() - t0
-        self.snapshot = parse_snapshot(kvs, rev, self.root)
+        self._stats["store_request_seconds"] = self.clock.monotonic() - t0
         await self._maybe_reconfigure(self.snapshot.config)
+        if self._fencing_all:
+            return  # the fence owns every group until it is proven
         view = self.build_view(self.snapshot)
-        plan = decide(view, self.config, time.time())
+        plan = decide(view, self.config, self.clock.time())
         self._log_plan(plan)
         for action in plan.actions:
             rt = self.groups.get(action.group or "")
-            if rt is not None and rt.epoch != epochs[rt.name]:
+            if rt is not None and rt.epoch != epochs[rt.name] and action.kind != ActionKind.FENCE_GROUP:
                 continue  # a worker finished after the snapshot was read: decide again from fresh data
             await self._execute(action)
 
     def build_view(self, snap: Snapshot) -> ClusterView:
         groups = []
         for name, rt in self.groups.items():
-            rec = snap.group(name)
-            gv = rec.view(name, rt.spec.autostart)
+            gv = snap.group(name).view(name, rt.spec.autostart)
             groups.append(
                 GroupView(
                     name=gv.name, owner=gv.owner, target_online=gv.target_online, move_to=gv.move_to,
@@ -462,15 +642,16 @@ class Agent:
                 )
             )
         members = frozenset(snap.members)
+        usable = self._lease_usable()
         return ClusterView(
             node=self.node,
-            has_lease=self.lease_id is not None and f"{self.node}" in members,
+            has_lease=usable and self.node in members and snap.member_leases.get(self.node) == self.lease_id,
             members=members,
             groups=tuple(groups),
             standby=frozenset(snap.standby),
             leaving=self.leaving,
             joined_at=self.joined_at,
-            lease=self.lease_id,
+            lease=self.lease_id if usable else None,
         )
 
     def _note(self, key: str, note: str) -> None:
@@ -488,55 +669,72 @@ class Agent:
         for n in plan.notes:
             self._note(n.split(" ", 1)[0], n)
 
+    def _under_lease(self, a: Action) -> bool:
+        """An action that starts something runs only under the lease it was decided under, still usable."""
+        if a.lease is not None and a.lease == self.lease_id and self._lease_usable():
+            return True
+        log.warning("action dropped: its lease is gone", extra={"kv": {
+            "decision": a.kind.value, "group": a.group, "decided_under": a.lease, "lease": self.lease_id}})
+        return False
+
     async def _execute(self, a: Action) -> None:
         rt = self.groups.get(a.group or "")
-        if rt is not None and rt.worker is not None:
-            return
-        self._log_action(a)
         if a.kind == ActionKind.LEAVE_FENCED:
-            await self._fence_all(a.reason)
-            self.stop_reason = a.reason
-            await self._event(a.group, "node_fenced", a.reason)
-            self._done.set()
+            self._log_action(a)
+            await self._leave_fenced(a.reason)
             return
         if a.kind == ActionKind.STOP_AGENT:
+            self._log_action(a)
             self.request_leave(a.reason)
             return
-        assert rt is not None
-        if rt.worker is not None:
+        if rt is None:
             return
         if a.kind == ActionKind.FENCE_GROUP:
-            problems = await rt.fence()
-            rt.local = LocalState.STOPPED
-            rt.reason = a.reason
-            if problems:
-                log.error("fence problems", extra={"kv": {"group": rt.name, "problems": "; ".join(problems)}})
+            # NB: never skipped: a worker in the way is cancelled first.
+            self._log_action(a)
+            left = await self._fence_groups([rt], a.reason)
+            if left:
+                log.error("fence incomplete: retrying", extra={"kv": {"group": rt.name, "left": "; ".join(left)}})
+            await self._write_status(rt)
+            self._feed_watchdog()
             return
+        if rt.worker is not None:
+            return
+        self._log_action(a)
         if a.kind == ActionKind.TAKE:
             assert a.event is not None
-            owner = json.dumps({"node": self.node, "event": a.event.value, "since": time.time()})
+            if not self._under_lease(a) or not self._arm_watchdog():
+                return
+            assert a.lease is not None
             try:
-                won = await self.store.cas(self._k(f"groups/{rt.name}/owner"), owner, expected_revision=0, lease=self.lease_id)
-            except (StoreUnavailable, LeaseExpired) as exc:
-                self._note(rt.name, f"group={rt.name} cannot take: {exc}")
+                won = await asyncio.wait_for(
+                    self.records.take(rt.name, self.node, event=a.event, lease=a.lease), self.config.cluster.store_timeout
+                )
+            except (StoreUnavailable, LeaseExpired, TimeoutError) as exc:
+                self._note(rt.name, f"group={rt.name} cannot take: {exc or 'timeout'}")
                 return
             if not won:
                 log.info("lost the race to take the group", extra={"kv": {"group": rt.name}})
                 return
-            rec = self.snapshot.group(rt.name)
-            await self._put(f"groups/{rt.name}/last", {"node": self.node, "clean": False, "at": time.time(), "reason": "running"})
-            if rec.move_to is not None:
-                await self._safe(self.store.delete(self._k(f"groups/{rt.name}/move")))
-            await self._event(rt.name, "failover" if a.event == ClpEvent.FAILOVER else "start", a.reason)
+            if not self._under_lease(a):
+                return  # the owner key went with the lease; the fence takes care of the rest
+            await self._safe(self.records.record_run(rt.name, self.node, clean=False, reason="running"))
+            if a.clear_move:
+                await self._safe(self.records.clear_move(rt.name))
+            await self._event(rt.name, a.event_kind or EventKind.START, a.reason)
             self._spawn(rt, self._start(rt, a.event))
         elif a.kind == ActionKind.START:
             assert a.event is not None
+            if not self._under_lease(a) or not self._arm_watchdog():
+                return
             self._spawn(rt, self._start(rt, a.event))
         elif a.kind == ActionKind.RESTART:
+            if not self._under_lease(a) or not self._arm_watchdog():
+                return
             rt.request = None
-            rt.restarts.append(time.time())
+            rt.restarts = list(a.restarts)
             rt.stats["restarts"] += 1
-            await self._event(rt.name, "restart", a.reason)
+            await self._event(rt.name, EventKind.RESTART, a.reason)
             self._spawn(rt, self._restart(rt))
         elif a.kind == ActionKind.STOP:
             rt.request = None
@@ -557,15 +755,16 @@ class Agent:
             rt.local = LocalState.STOP_FAILED
             rt.reason = f"internal error: {exc}"
         finally:
-            rt.worker = None
+            if rt.worker is asyncio.current_task():
+                rt.worker = None
             rt.epoch += 1
             if rt.retiring and rt.local == LocalState.STOPPED and self.groups.get(rt.name) is rt:
                 del self.groups[rt.name]
                 log.info("group removed", extra={"kv": {"group": rt.name}})
                 self._kick.set()
-                return
-            await self._write_status(rt)
-            self._kick.set()
+            elif not self._done.is_set():
+                await self._write_status(rt)
+                self._kick.set()
 
     async def _cancel_worker(self, rt: GroupRuntime) -> None:
         for t in rt.monitor_tasks:
@@ -584,7 +783,7 @@ class Agent:
         rt.local = LocalState.STARTING
         rt.reason = ""
         await self._write_status(rt)
-        t0 = time.monotonic()
+        t0 = self.clock.monotonic()
         try:
             await rt.start_resources(event)
         except StopFailed as exc:
@@ -595,15 +794,14 @@ class Agent:
             log.error("group start failed", extra={"kv": {"group": rt.name, "reason": str(exc)}})
             return
         rt.local = LocalState.RUNNING
-        took = time.monotonic() - t0
+        took = self.clock.monotonic() - t0
         rt.stats["starts"] += 1
         rt.stats["last_start_seconds"] = took
         if event == ClpEvent.FAILOVER:
             rt.stats["failovers"] += 1
             rt.stats["last_failover_seconds"] = took
-        log.info("group online", extra={"kv": {"group": rt.name, "event": event.value,
-                                                "seconds": round(time.monotonic() - t0, 3)}})
-        await self._event(rt.name, "online", f"online on {self.node} ({event.value})")
+        log.info("group online", extra={"kv": {"group": rt.name, "event": event.value, "seconds": round(took, 3)}})
+        await self._event(rt.name, EventKind.ONLINE, f"online on {self.node} ({event.value})")
         self._start_monitors(rt)
 
     async def _restart(self, rt: GroupRuntime) -> None:
@@ -611,6 +809,7 @@ class Agent:
             await self._start(rt, rt.env.event)
 
     async def _stop(self, rt: GroupRuntime, a: Action) -> None:
+        """Stop the group, then write what the action says (marks, counts, target, last run) and release it."""
         for t in rt.monitor_tasks:
             t.cancel()
         rt.monitor_tasks.clear()
@@ -624,26 +823,18 @@ class Agent:
             log.error("group stop failed: fencing", extra={"kv": {"group": rt.name, "reason": str(exc)}})
             return
         rt.local = LocalState.STOPPED
-        now = time.time()
         g = rt.name
         if a.mark_failure:
-            await self._put(f"groups/{g}/failures/{self.node}", {"at": now, "reason": a.reason})
+            await self._safe(self.records.mark_failure(g, self.node, at=a.at, reason=a.reason))
         if a.count_failover:
-            times = [t for t in self.snapshot.group(g).failovers if now - t < self.config.cluster.failure_expiry]
-            await self._put(f"groups/{g}/failovers", {"times": [*times, now]})
+            await self._safe(self.records.set_failovers(g, a.failovers))
         if a.target_offline:
-            await self._put(f"groups/{g}/target", {"online": False, "by": f"final action on {self.node}", "at": now})
-        await self._put(f"groups/{g}/last", {"node": self.node, "clean": a.clean, "at": now, "reason": a.reason})
-        key = self._k(f"groups/{g}/owner")
-        try:
-            cur = await self.store.get(key)
-            if cur is not None and json.loads(cur.value).get("node") == self.node:
-                await self.store.delete(key, expected_revision=cur.mod_revision)
-        except (StoreUnavailable, ValueError):
+            await self._safe(self.records.set_target(g, False, by=f"final action on {self.node}"))
+        await self._safe(self.records.record_run(g, self.node, clean=a.clean, reason=a.reason))
+        if await self._safe(self.records.release(g, self.node)) is None:
             pass  # not released: our lease still holds it, and the next cycle stops and releases again
         rt.request = None
-        kind = "failover_from" if a.count_failover or (a.mark_failure and not a.target_offline) else "stop"
-        await self._event(g, kind, a.reason)
+        await self._event(g, a.event_kind or EventKind.STOP, a.reason)
 
     # -- monitors ---------------------------------------------------------------
 
@@ -656,7 +847,7 @@ class Agent:
     async def _monitor_loop(self, rt: GroupRuntime, ms: Any) -> None:
         spec = ms.spec
         while rt.local == LocalState.RUNNING:
-            await asyncio.sleep(spec.interval)
+            await self.clock.sleep(spec.interval)
             if rt.local != LocalState.RUNNING:
                 return
             ms.suspended = (rt.name, spec.name) in self.snapshot.suspended
@@ -671,7 +862,7 @@ class Agent:
             except Exception as exc:  # a monitor that raises counts as failed
                 ok, detail = False, f"monitor error: {exc}"
             changed = ms.last_ok is not ok
-            ms.last_ok, ms.last_detail, ms.last_at = ok, detail, time.time()
+            ms.last_ok, ms.last_detail, ms.last_at = ok, detail, self.clock.time()
             if ok and changed:
                 await self._write_status(rt)
             if ok:
@@ -691,39 +882,24 @@ class Agent:
 
     # -- store helpers ------------------------------------------------------------
 
-    def _k(self, rel: str) -> str:
-        return self.root + rel
-
     async def _safe(self, aw: Awaitable[Any]) -> Any:
+        """A write whose failure is not fatal (logged; the next cycle decides again from what is stored)."""
         try:
             return await asyncio.wait_for(aw, self.config.cluster.store_timeout * 3)
         except (StoreUnavailable, TimeoutError, LeaseExpired) as exc:
             log.warning("store write failed", extra={"kv": {"error": str(exc) or "timeout"}})
             return None
 
-    async def _put(self, rel: str, data: dict[str, Any]) -> None:
-        await self._safe(self.store.put(self._k(rel), json.dumps(data)))
-
     async def _write_status(self, rt: GroupRuntime) -> None:
-        rec = {**rt.status_record(), "at": time.time()}
         # Only the node that runs (or ran) the group writes its status.
         owner = self.snapshot.group(rt.name).owner
         if owner is None or owner.node == self.node or rt.local != LocalState.STOPPED:
-            await self._put(f"groups/{rt.name}/status", rec)
+            await self._safe(self.records.write_status(rt.name, rt.status_record()))
 
-    async def _event(self, group: str | None, kind: str, reason: str, by: str | None = None) -> None:
-        at = time.time()
-        await self._put(
-            f"events/{time.time_ns():020d}-{self.node}",
-            {"at": at, "node": self.node, "group": group, "kind": kind, "reason": reason, "by": by or f"agent {self.node}"},
-        )
+    async def _event(self, group: str | None, kind: EventKind, reason: str) -> None:
+        await self._safe(self.records.record_event(group, kind.value, reason, node=self.node))
         if len(self.snapshot.events) > EVENTS_KEPT and self.node == min(self.snapshot.members or [self.node]):
-            try:
-                kvs, _ = await self.store.get_prefix(self._k("events/"))
-                for kv in kvs[: len(kvs) - EVENTS_KEPT]:
-                    await self.store.delete(kv.key)
-            except StoreUnavailable:
-                pass
+            await self._safe(self.records.trim_events(EVENTS_KEPT))
 
     # -- start-up and shutdown -----------------------------------------------------
 
@@ -737,7 +913,8 @@ class Agent:
                     "resources found running at start-up: fencing them before joining",
                     extra={"kv": {"group": rt.name, "found": json.dumps({k: [v[0].value, v[1]] for k, v in live.items()})}},
                 )
-                await rt.fence()
+                while await self._fence_groups([rt], "found running at start-up"):
+                    await self.clock.sleep(FENCE_RETRY)
 
     async def _shutdown(self) -> None:
         for rt in self.groups.values():
@@ -756,3 +933,4 @@ class Agent:
 
 class _Exit(Exception):
     pass
+

@@ -1,9 +1,10 @@
 """The FastAPI application of one agent: cluster view, events, actions, live stream, metrics, web UI.
 
-Reads for ``/cluster`` and ``/events`` and every action go through the store
-(``ClusterControl`` on a store client of the API's own, so API traffic never
-queues in front of the agent's lease renewals); the live stream and
-``/metrics`` read the agent's latest snapshot, which it refreshes every cycle.
+Reads for ``/cluster`` and ``/events`` and every action go through the control service that
+whoever builds the API hands it (the agent gives it a store client of its own, opened like the
+agent's, so API traffic never queues in front of lease renewals); the live stream and ``/metrics``
+read the node's latest snapshot (``NodeState``), which the agent refreshes every cycle. The API never
+imports the agent.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -28,12 +29,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from kagemusha.api._auth import TokenSource, actor_of, resolve_path
 from kagemusha.api._metrics import make_registry
 from kagemusha.config import Config
-from kagemusha.control import ActionFailed, ClusterControl, UsageError, derive_status
+from kagemusha.control import ActionFailed, ClusterControl, NodeState, UnknownName, UsageError, derive_status
 from kagemusha.errors import KagemushaError, StoreUnavailable
-from kagemusha.store import Store, open_cluster_store
-
-if TYPE_CHECKING:
-    from kagemusha.agent import Agent
 
 __all__ = ["ApiState", "create_app"]
 
@@ -81,48 +78,33 @@ class StandbyBody(_Body):
     """``POST /nodes/{node}/standby`` and ``/unstandby``."""
 
 
-class _ApiControl(ClusterControl):
-    """``ClusterControl`` whose ``wait=0`` means "record the request and answer now"."""
-
-    async def wait_group(self, group: str, ok: Any, wait: float, want: str) -> dict[str, Any]:
-        if wait <= 0:
-            st = await self.status()
-            return dict(next(g for g in st["groups"] if g["name"] == group))
-        return await super().wait_group(group, ok, wait, want)
-
-
 class ApiState:
-    """What the routes share: the agent, the token, and the API's own store client.
+    """What the routes share: the node, the token, and the control service.
 
     Args:
-        agent: the agent whose node serves this API.
-        store: a store client for the API (default: a new one from the config, closed by ``close``).
+        node: the node whose agent serves this API (read live).
+        control: the control service for reads and actions (closed by ``close``).
     """
 
-    def __init__(self, agent: Agent, *, store: Store | None = None) -> None:
-        self.agent = agent
-        c = agent.config.cluster
-        self.tokens = TokenSource(resolve_path(agent.config, c.api_token_file) if c.api_token_file else None)
-        self._own_store = store is None
-        # NB: the same client options as the agent's (etcd TLS, user, password): a secured store refuses
-        # a client without them (tests/integration/test_secure_store.py).
-        base = str(Path(agent.config.source).resolve().parent) if agent.config.source else None
-        self.store = store or open_cluster_store(c, base_dir=base, timeout=max(c.store_timeout, 2.0))
+    def __init__(self, node: NodeState, control: ClusterControl) -> None:
+        self.node = node
+        c = node.config.cluster
+        self.tokens = TokenSource(resolve_path(node.config, c.api_token_file) if c.api_token_file else None)
+        self.ctl = control
         self.closing = asyncio.Event()
-        self.registry = make_registry(agent)
+        self.registry = make_registry(node)
 
     @property
     def config(self) -> Config:
-        """The agent's config now (NB: a running agent applies a new config from the store; never cache it)."""
-        return self.agent.config
+        """The node's config now (NB: a running agent applies a new config from the store; never cache it)."""
+        return self.node.config
 
-    def control(self, request: Request) -> _ApiControl:
-        return _ApiControl(self.config, self.store, by=actor_of(request))
+    def control(self, request: Request) -> ClusterControl:
+        return self.ctl.acting_as(actor_of(request))
 
     async def close(self) -> None:
         self.closing.set()
-        if self._own_store:
-            await self.store.close()
+        await self.ctl.close()
 
 
 def _state(request: Request) -> ApiState:
@@ -135,14 +117,6 @@ _bearer = HTTPBearer(auto_error=False, description="the token in cluster.api_tok
 
 def _auth(request: Request, _: Annotated[Any, Depends(_bearer)]) -> None:
     _state(request).tokens.check(request)
-
-
-def _group(state: ApiState, name: str, *, public: bool = False) -> None:
-    """404 for an unknown group; the list of groups only for an authenticated caller (``public=False``)."""
-    if name not in {g.name for g in state.config.groups}:
-        if public:
-            raise HTTPException(404, "no such group")
-        raise HTTPException(404, f'no group "{name}" (groups: {", ".join(g.name for g in state.config.groups) or "none"})')
 
 
 #: Why a node is not a member, as ``/health`` may say it to anyone: the head of the agent's reason when it is
@@ -159,11 +133,6 @@ def public_reason(reason: str) -> str:
     return head if head in _PUBLIC_REASONS else "fenced (see the agent's log)"
 
 
-def _node(state: ApiState, name: str) -> None:
-    if name not in state.config.node_names:
-        raise HTTPException(404, f'no node "{name}" (nodes: {", ".join(state.config.node_names)})')
-
-
 def _is_open(path: str) -> bool:
     """Paths served without the token: health checks and the web UI's static shell."""
     parts = path.split("/")
@@ -177,16 +146,6 @@ def _field_error(field: str, message: str) -> JSONResponse:
     )
 
 
-def _body_node(state: ApiState, group: str, field: str, node: str) -> JSONResponse | None:
-    """422 naming ``field`` when ``node`` is not a node of ``group``."""
-    spec = state.config.group(group)
-    if node not in state.config.node_names:
-        return _field_error(field, f'no node "{node}" (nodes: {", ".join(state.config.node_names)})')
-    if node not in spec.nodes:
-        return _field_error(field, f'node "{node}" is not one of group {group}\'s nodes ({", ".join(spec.nodes)})')
-    return None
-
-
 def _audit_log(request: Request, action: str, **fields: Any) -> None:
     log.info("api action", extra={"kv": {"action": action, "by": actor_of(request), **fields}})
 
@@ -196,7 +155,7 @@ def _answer(data: Any, wait: float) -> JSONResponse:
 
 
 def _live_payload(state: ApiState) -> dict[str, Any]:
-    a = state.agent
+    a = state.node
     st = derive_status(state.config, a.snapshot, time.time())
     return {
         "status": st,
@@ -212,7 +171,7 @@ async def _live(state: ApiState, request: Request) -> AsyncIterator[str]:
     NB: browsers' ``EventSource`` cannot send an ``Authorization`` header, so the web UI reads this
     stream with ``fetch`` (a ``ReadableStream``) instead, and the token never goes into a URL.
     """
-    a = state.agent
+    a = state.node
     hb = state.config.cluster.heartbeat_timeout
     last_status = last_events = ""
     last_snap: object = None
@@ -247,29 +206,29 @@ async def _live(state: ApiState, request: Request) -> AsyncIterator[str]:
             pass
 
 
-def create_app(agent: Agent, *, store: Store | None = None) -> FastAPI:
-    """The API and web UI of ``agent``.
+def create_app(node: NodeState, control: ClusterControl) -> FastAPI:
+    """The API and web UI of ``node``.
 
     Usage::
 
-        app = create_app(agent)          # serve(agent) does this and runs it on uvicorn
+        app = create_app(agent, control)   # serve(agent, control) does this and runs it on uvicorn
         ...
         await app.state.kagemusha.close()
 
     Args:
-        agent: the node's agent (its config, snapshot, groups and statistics are read live).
-        store: a store client for reads and actions (default: the API opens its own).
+        node: the serving node (its config, snapshot and statistics are read live).
+        control: the control service for reads and actions; the app closes it on ``close``.
     """
     app = FastAPI(
         title="kagemusha",
-        summary=f"cluster {agent.config.cluster.name}, node {agent.node}",
+        summary=f"cluster {node.config.cluster.name}, node {node.node}",
         description="Every endpoint but /health and /groups/{group}/primary needs `Authorization: Bearer <token>`.",
         version="1",
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
     )
-    state = ApiState(agent, store=store)
+    state = ApiState(node, control)
     app.state.kagemusha = state
 
     @app.middleware("http")
@@ -287,7 +246,7 @@ def create_app(agent: Agent, *, store: Store | None = None) -> FastAPI:
             response = await call_next(request)
         for k, v in _SECURITY_HEADERS.items():
             response.headers.setdefault(k, v)
-        response.headers["X-Kagemusha-Node"] = agent.node
+        response.headers["X-Kagemusha-Node"] = node.node
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -310,6 +269,12 @@ def create_app(agent: Agent, *, store: Store | None = None) -> FastAPI:
 
     @app.exception_handler(UsageError)
     async def usage(request: Request, exc: UsageError) -> JSONResponse:
+        # One place validates actions (ClusterControl); a name in the path that does not exist is 404,
+        # a bad value in the body is 422 naming the field.
+        if isinstance(exc, UnknownName) and not exc.field:
+            return JSONResponse({"detail": str(exc)}, status_code=404)
+        if exc.field:
+            return _field_error(exc.field, str(exc))
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.exception_handler(ActionFailed)
@@ -329,18 +294,21 @@ def create_app(agent: Agent, *, store: Store | None = None) -> FastAPI:
     @app.get("/health", tags=["health"])
     async def health() -> JSONResponse:
         """200 while this agent is in the cluster (holds its lease), 503 otherwise."""
-        member = agent.is_member()
-        body = {"node": agent.node, "member": member}
-        if not member and agent.fenced_reason:
-            body["reason"] = public_reason(agent.fenced_reason)
+        member = node.is_member()
+        body = {"node": node.node, "member": member}
+        fenced = node.statistics().fenced_reason
+        if not member and fenced:
+            body["reason"] = public_reason(fenced)
         return JSONResponse(body, status_code=200 if member else 503)
 
     @app.get("/groups/{group}/primary", tags=["health"])
     async def primary(group: str) -> JSONResponse:
         """200 only on the node running ``group`` (503 elsewhere), like Patroni's ``/primary``."""
-        _group(state, group, public=True)
-        runs = agent.runs(group)
-        return JSONResponse({"node": agent.node, "group": group, "running": runs}, status_code=200 if runs else 503)
+        if group not in {g.name for g in state.config.groups}:
+            # NB: open endpoint: say nothing about which groups exist.
+            return JSONResponse({"detail": "no such group"}, status_code=404)
+        runs = node.runs(group)
+        return JSONResponse({"node": node.node, "group": group, "running": runs}, status_code=200 if runs else 503)
 
     # Load balancers often probe with HEAD.
     app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
@@ -387,9 +355,6 @@ def create_app(agent: Agent, *, store: Store | None = None) -> FastAPI:
     async def start_group(request: Request, group: str, body: StartBody | None = None) -> JSONResponse:
         """Start ``group`` (on ``node``, or its best node); clears its fail counts."""
         body = body or StartBody.model_validate({})
-        _group(state, group)
-        if body.node is not None and (bad := _body_node(state, group, "node", body.node)):
-            return bad
         _audit_log(request, "group start", group=group, node=body.node or "")
         return _answer(await state.control(request).start_group(group, body.node, wait=body.wait), body.wait)
 
@@ -397,28 +362,18 @@ def create_app(agent: Agent, *, store: Store | None = None) -> FastAPI:
     async def stop_group(request: Request, group: str, body: StopBody | None = None) -> JSONResponse:
         """Stop ``group``: it stays offline until started."""
         body = body or StopBody.model_validate({})
-        _group(state, group)
         _audit_log(request, "group stop", group=group)
         return _answer(await state.control(request).stop_group(group, wait=body.wait), body.wait)
 
     @api.post("/groups/{group}/move", tags=["actions"])
     async def move_group(request: Request, group: str, body: MoveBody) -> JSONResponse:
         """Move ``group`` to node ``to`` (a planned switchover: stop here, start there with CLP_EVENT=START)."""
-        _group(state, group)
-        if bad := _body_node(state, group, "to", body.to):
-            return bad
         _audit_log(request, "group move", group=group, to=body.to)
         return _answer(await state.control(request).move_group(group, body.to, wait=body.wait), body.wait)
 
     async def _monitor(request: Request, group: str, monitor: str, on: bool) -> JSONResponse:
-        _group(state, group)
-        if monitor not in {m.name for m in state.config.group(group).monitors}:
-            raise HTTPException(404, f'group {group} has no monitor "{monitor}"')
         _audit_log(request, "monitor suspend" if on else "monitor resume", group=group, monitor=monitor)
-        ctl = state.control(request)
-        await ctl.suspend_monitor(group, monitor, on)
-        st = await ctl.status()
-        return JSONResponse(next(g for g in st["groups"] if g["name"] == group))
+        return JSONResponse(await state.control(request).suspend_monitor(group, monitor, on))
 
     @api.post("/groups/{group}/monitors/{monitor}/suspend", tags=["actions"])
     async def suspend_monitor(request: Request, group: str, monitor: str) -> JSONResponse:
@@ -432,16 +387,8 @@ def create_app(agent: Agent, *, store: Store | None = None) -> FastAPI:
 
     async def _standby(request: Request, node: str, on: bool, body: StandbyBody | None) -> JSONResponse:
         body = body or StandbyBody.model_validate({})
-        _node(state, node)
         _audit_log(request, "node standby" if on else "node unstandby", node=node)
-        ctl = state.control(request)
-        try:
-            st = await ctl.set_standby(node, on, wait=body.wait)
-        except ActionFailed:
-            if body.wait > 0:
-                raise
-            st = await ctl.status()  # wait=0: the drain was requested; it is not done yet
-        return _answer(st, body.wait)
+        return _answer(await state.control(request).set_standby(node, on, wait=body.wait), body.wait)
 
     @api.post("/nodes/{node}/standby", tags=["actions"])
     async def standby(request: Request, node: str, body: StandbyBody | None = None) -> JSONResponse:

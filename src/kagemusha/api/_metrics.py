@@ -17,13 +17,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from kagemusha.cluster import LocalState
-from kagemusha.control import derive_status
+from kagemusha.control import NodeState, derive_status
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from kagemusha.agent import Agent
 
 __all__ = ["GROUP_STATES", "AgentCollector", "make_registry"]
 
@@ -32,20 +30,21 @@ GROUP_STATES = ("online", "starting", "stopping", "offline", "failed")
 
 
 class AgentCollector(Collector):
-    """Collects the metrics of ``agent`` on each scrape."""
+    """Collects the metrics of ``node`` on each scrape."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(self, node: NodeState) -> None:
+        self.node = node
 
     def collect(self) -> Iterator[Metric]:
-        a = self.agent
+        a = self.node
         node = a.node
         snap = a.snapshot
+        stats = a.statistics()
         st = derive_status(a.config, snap, time.time())
 
         member = GaugeMetricFamily("kagemusha_agent_member", "1 while this agent holds its lease (is in the cluster)",
                                    labels=["node"])
-        member.add_metric([node], 1.0 if a.is_member() else 0.0)
+        member.add_metric([node], 1.0 if stats.member else 0.0)
         yield member
 
         up = GaugeMetricFamily("kagemusha_node_up", "1 while the node is a cluster member (seen by this agent)",
@@ -90,36 +89,39 @@ class AgentCollector(Collector):
                                        labels=["group", "monitor", "node"])
         mon_ok = GaugeMetricFamily("kagemusha_monitor_ok", "1 when the last check passed, 0 when it failed",
                                    labels=["group", "monitor", "node"])
-        for name, rt in a.groups.items():
-            labels = [name, node]
-            here.add_metric(labels, 1.0 if rt.local == LocalState.RUNNING else 0.0)
-            starts.add_metric(labels, float(rt.stats.get("starts", 0)))
-            failovers.add_metric(labels, float(rt.stats.get("failovers", 0)))
-            restarts.add_metric(labels, float(rt.stats.get("restarts", 0)))
-            last_start.add_metric(labels, float(rt.stats.get("last_start_seconds", 0.0)))
-            last_failover.add_metric(labels, float(rt.stats.get("last_failover_seconds", 0.0)))
-            for ms in rt.monitors:
-                mlabels = [name, ms.spec.name, node]
-                mon_fail.add_metric(mlabels, float(ms.total_failures))
+        for gs in stats.groups:
+            labels = [gs.name, node]
+            here.add_metric(labels, 1.0 if gs.local == "running" else 0.0)
+            starts.add_metric(labels, float(gs.starts))
+            failovers.add_metric(labels, float(gs.failovers))
+            restarts.add_metric(labels, float(gs.restarts))
+            last_start.add_metric(labels, gs.last_start_seconds)
+            last_failover.add_metric(labels, gs.last_failover_seconds)
+            for ms in gs.monitors:
+                mlabels = [gs.name, ms.name, node]
+                mon_fail.add_metric(mlabels, float(ms.failures))
                 mon_consec.add_metric(mlabels, float(ms.consecutive))
-                if ms.last_ok is not None:
-                    mon_ok.add_metric(mlabels, 1.0 if ms.last_ok else 0.0)
+                if ms.ok is not None:
+                    mon_ok.add_metric(mlabels, 1.0 if ms.ok else 0.0)
         yield from (here, starts, failovers, restarts, last_start, last_failover, mon_fail, mon_consec, mon_ok)
 
-        stats = a.statistics
         renew = GaugeMetricFamily("kagemusha_lease_renew_seconds", "latency of the last lease renewal", labels=["node"])
-        renew.add_metric([node], float(stats.get("lease_renew_seconds", 0.0)))
+        renew.add_metric([node], stats.lease_renew_seconds)
         store = GaugeMetricFamily("kagemusha_store_request_seconds",
                                   "latency of the last read of the cluster's keys (one per decision cycle)",
                                   labels=["node"])
-        store.add_metric([node], float(stats.get("store_request_seconds", 0.0)))
+        store.add_metric([node], stats.store_request_seconds)
         fences = CounterMetricFamily("kagemusha_fences", "times this agent fenced itself", labels=["node"])
-        fences.add_metric([node], float(stats.get("fences", 0)))
-        yield from (renew, store, fences)
+        fences.add_metric([node], float(stats.fences))
+        incomplete = GaugeMetricFamily("kagemusha_fence_incomplete",
+                                       "1 while a fence of the group is not proven complete (the node keeps its claim)",
+                                       labels=["node"])
+        incomplete.add_metric([node], 1.0 if stats.fence_incomplete else 0.0)
+        yield from (renew, store, fences, incomplete)
 
 
-def make_registry(agent: Agent) -> CollectorRegistry:
-    """A fresh registry holding only ``agent``'s collector."""
+def make_registry(node: NodeState) -> CollectorRegistry:
+    """A fresh registry holding only ``node``'s collector."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(AgentCollector(agent))
+    registry.register(AgentCollector(node))
     return registry

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -24,7 +24,7 @@ from kagemusha.api._auth import resolve_path
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from kagemusha.agent import Agent
+    from kagemusha.control import ClusterControl, NodeState
 
 __all__ = ["serve"]
 
@@ -54,7 +54,7 @@ class _Server(uvicorn.Server):
                 transport.close()
 
 
-def _uvicorn_config(agent: Agent, app: FastAPI) -> uvicorn.Config:
+def _uvicorn_config(agent: NodeState, app: FastAPI) -> uvicorn.Config:
     c = agent.config.cluster
     host, _, port = agent.config.node(agent.node).address.rpartition(":")
     host = host.strip("[]")
@@ -68,10 +68,14 @@ def _uvicorn_config(agent: Agent, app: FastAPI) -> uvicorn.Config:
     )
 
 
-async def serve(agent: Agent) -> None:
+async def serve(agent: NodeState, make_control: Callable[[], ClusterControl]) -> None:
     """Serve the API and web UI at the node's ``address`` until cancelled.
 
     Runs in the agent's task group (``Agent.run``); never raises but ``CancelledError``.
+
+    Args:
+        agent: the serving node.
+        make_control: builds the control service the API uses (its own store client).
     """
     address = agent.config.node(agent.node).address
     problem = ""
@@ -87,7 +91,7 @@ async def serve(agent: Agent) -> None:
 
     while True:
         try:
-            app = create_app(agent)
+            app = create_app(agent, make_control())
             break
         except Exception as exc:  # noqa: BLE001 - e.g. the API's store client cannot be made; never kill the agent
             await retry(f"{type(exc).__name__}: {exc}")

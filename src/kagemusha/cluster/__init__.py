@@ -1,9 +1,11 @@
 """The pure cluster core: views, plans, the decision function and the recovery chain."""
 
 from kagemusha.cluster._model import (
+    LIVE_STATES,
     Action,
     ActionKind,
     ClusterView,
+    EventKind,
     FailureMark,
     GroupView,
     LastRun,
@@ -20,7 +22,9 @@ __all__ = [
     "Action",
     "ActionKind",
     "ClusterView",
+    "EventKind",
     "FailureMark",
+    "LIVE_STATES",
     "GroupView",
     "LastRun",
     "LocalState",

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from kagemusha.config import FinalAction
-from kagemusha.resources._base import ClpEvent
+from kagemusha.model import ClpEvent
 
 __all__ = [
     "Action",
@@ -14,6 +13,8 @@ __all__ = [
     "ClusterView",
     "FailureMark",
     "GroupView",
+    "EventKind",
+    "LIVE_STATES",
     "LastRun",
     "LocalState",
     "MonitorRequest",
@@ -32,6 +33,26 @@ class LocalState(StrEnum):
     STOPPING = "stopping"
     START_FAILED = "start_failed"
     STOP_FAILED = "stop_failed"
+    #: being fenced, or a fence not proven complete yet: the node keeps its claim until it is
+    FENCING = "fencing"
+
+
+#: Local states in which the group's resources may be live on this node.
+LIVE_STATES = frozenset({LocalState.RUNNING, LocalState.STARTING, LocalState.STOP_FAILED, LocalState.FENCING})
+
+
+class EventKind(StrEnum):
+    """What the event list records about a group (``events/`` in the store)."""
+
+    START = "start"
+    FAILOVER = "failover"
+    ONLINE = "online"
+    RESTART = "restart"
+    STOP = "stop"
+    FAILOVER_FROM = "failover_from"
+    NODE_UP = "node_up"
+    NODE_FENCED = "node_fenced"
+    FENCE_INCOMPLETE = "fence_incomplete"
 
 
 class RecoveryAction(StrEnum):
@@ -131,9 +152,27 @@ class ActionKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Action:
+    """One complete step: the agent carries it out as it is and decides nothing more.
+
+    ``lease`` is the lease it was decided under: the agent drops a TAKE, START or RESTART whose lease
+    is no longer the one it holds (``tests/agent/test_actions_under_lease.py``).
+    """
+
     kind: ActionKind
     group: str | None = None
     event: ClpEvent | None = None
+    #: the lease this action was decided under (None: decided without one; only fences and stops)
+    lease: int | None = None
+    #: the decision's wall time: failure marks, failover and restart times are recorded with it
+    at: float = 0.0
+    #: what the event list records when the action is carried out
+    event_kind: EventKind | None = None
+    #: for STOP with ``count_failover``: the group's failover times to store (expired ones dropped, ``at`` added)
+    failovers: tuple[float, ...] = ()
+    #: for RESTART: this node's restart times to keep (expired ones dropped, ``at`` added)
+    restarts: tuple[float, ...] = ()
+    #: for TAKE: a one-shot move request is satisfied by this take and is cleared
+    clear_move: bool = False
     #: for STOP: released after a planned stop (next start is START) or not (FAILOVER).
     clean: bool = True
     #: for STOP: exclude this node from the group until the mark expires.

@@ -10,10 +10,14 @@ replay every prefix of a plan: ``tests/cluster/test_decide.py``).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from kagemusha.cluster._model import (
+    LIVE_STATES,
     Action,
     ActionKind,
     ClusterView,
+    EventKind,
     GroupView,
     LocalState,
     Plan,
@@ -21,7 +25,7 @@ from kagemusha.cluster._model import (
 )
 from kagemusha.cluster.recovery import next_recovery, recent
 from kagemusha.config import Config, Failback, FinalAction, GroupSpec
-from kagemusha.resources._base import ClpEvent
+from kagemusha.model import ClpEvent
 
 __all__ = ["decide", "eligible_nodes", "placement"]
 
@@ -63,19 +67,19 @@ def decide(view: ClusterView, config: Config, now: float) -> Plan:
             continue
         if not view.has_lease:
             # NB: the lease keeper fences on lease loss; this catches a group started meanwhile.
-            if g.local in (LocalState.RUNNING, LocalState.STARTING, LocalState.STOP_FAILED):
-                actions.append(Action(ActionKind.FENCE_GROUP, g.name, reason="no lease: cannot prove ownership"))
+            if g.local in LIVE_STATES:
+                actions.append(Action(ActionKind.FENCE_GROUP, g.name, at=now, reason="no lease: cannot prove ownership"))
             continue
         owner = g.owner
         if owner is not None and owner.node == view.node and not _same_lease(owner.lease, view.lease):
             # Our name, but a lease we no longer hold: stale until it expires. Never start under it.
-            if g.local in (LocalState.RUNNING, LocalState.STARTING, LocalState.STOP_FAILED):
+            if g.local in LIVE_STATES:
                 act, note = Action(ActionKind.FENCE_GROUP, g.name, reason="owner key is from a previous lease of this node"), ""
             else:
                 act, note = None, "waiting: owner key is from a previous lease of this node"
         elif owner is not None and owner.node == view.node:
             act, note = _handle_owned(view, config, spec, g, now)
-        elif g.local in (LocalState.RUNNING, LocalState.STARTING, LocalState.STOP_FAILED):
+        elif g.local in LIVE_STATES:
             holder = owner.node if owner else "nobody"
             act, note = Action(ActionKind.FENCE_GROUP, g.name, reason=f"running here but owned by {holder}"), ""
         elif owner is None:
@@ -83,6 +87,7 @@ def decide(view: ClusterView, config: Config, now: float) -> Plan:
         else:
             act, note = None, ""
         if act is not None:
+            act = replace(act, lease=view.lease, at=now)
             actions.append(act)
             if act.kind in (ActionKind.LEAVE_FENCED, ActionKind.STOP_AGENT):
                 return Plan((act,), tuple(notes))
@@ -102,19 +107,21 @@ def _handle_owned(
     expiry = config.cluster.failure_expiry
     if g.local == LocalState.STOP_FAILED:
         return Action(ActionKind.LEAVE_FENCED, g.name, reason=f"stop failed: {g.local_reason}"), ""
+    if g.local == LocalState.FENCING:
+        return None, "waiting: fence not proven complete"
     if g.local in (LocalState.STARTING, LocalState.STOPPING):
         return None, f"waiting: {g.local.value}"
     if g.local == LocalState.START_FAILED:
         return Action(
-            ActionKind.STOP, g.name, clean=False, mark_failure=True,
+            ActionKind.STOP, g.name, clean=False, mark_failure=True, event_kind=EventKind.FAILOVER_FROM,
             reason=f"start failed on {me}: {g.local_reason}",
         ), ""
     if view.leaving:
-        return Action(ActionKind.STOP, g.name, clean=True, reason="agent leaving"), ""
+        return Action(ActionKind.STOP, g.name, clean=True, event_kind=EventKind.STOP, reason="agent leaving"), ""
     if not g.target_online:
-        return Action(ActionKind.STOP, g.name, clean=True, reason="group stop requested"), ""
+        return Action(ActionKind.STOP, g.name, clean=True, event_kind=EventKind.STOP, reason="group stop requested"), ""
     if me in view.standby:
-        return Action(ActionKind.STOP, g.name, clean=True, reason=f"node {me} in standby"), ""
+        return Action(ActionKind.STOP, g.name, clean=True, event_kind=EventKind.STOP, reason=f"node {me} in standby"), ""
     if g.local == LocalState.STOPPED:
         assert g.owner is not None
         return Action(ActionKind.START, g.name, event=g.owner.event, reason=f"owned by {me}, not running"), ""
@@ -127,11 +134,15 @@ def _handle_owned(
             )
             why = f"monitor {mon.name} failed {mon.retries}x: {g.request.reason}"
             if step == RecoveryAction.RESTART:
-                return Action(ActionKind.RESTART, g.name, reason=why), ""
+                kept = tuple(t for t in g.restarts if now - t < expiry)
+                return Action(ActionKind.RESTART, g.name, restarts=(*kept, now), event_kind=EventKind.RESTART,
+                              reason=why), ""
             others = [n for n in eligible_nodes(view, spec, g, now, expiry) if n != me]
             if step == RecoveryAction.FAILOVER and others:
+                kept = tuple(t for t in g.failovers if now - t < expiry)
                 return Action(
                     ActionKind.STOP, g.name, clean=False, mark_failure=True, count_failover=True,
+                    failovers=(*kept, now), event_kind=EventKind.FAILOVER_FROM,
                     reason=f"{why}; failing over (to {others[0]})",
                 ), ""
             # FINAL, or a failover with nowhere to go.
@@ -141,14 +152,14 @@ def _handle_owned(
             if final == FinalAction.STOP_GROUP:
                 return Action(
                     ActionKind.STOP, g.name, clean=True, target_offline=True, mark_failure=True,
-                    reason=f"{why}; final action stop_group",
+                    event_kind=EventKind.STOP, reason=f"{why}; final action stop_group",
                 ), ""
             if final == FinalAction.STOP_AGENT:
                 return Action(ActionKind.STOP_AGENT, g.name, reason=f"{why}; final action stop_agent"), ""
             return None, f"{why}; final action none: leaving it running"
     cands = eligible_nodes(view, spec, g, now, expiry)
     if g.move_to and g.move_to != me and cands and cands[0] == g.move_to:
-        return Action(ActionKind.STOP, g.name, clean=True, reason=f"move to {g.move_to} requested"), ""
+        return Action(ActionKind.STOP, g.name, clean=True, event_kind=EventKind.STOP, reason=f"move to {g.move_to} requested"), ""
     if (
         spec.failback == Failback.AUTO
         and not g.move_to
@@ -156,7 +167,7 @@ def _handle_owned(
         and cands
         and cands[0] == spec.home
     ):
-        return Action(ActionKind.STOP, g.name, clean=True, reason=f"failback auto: home {spec.home} is up"), ""
+        return Action(ActionKind.STOP, g.name, clean=True, event_kind=EventKind.STOP, reason=f"failback auto: home {spec.home} is up"), ""
     return None, ""
 
 
@@ -185,4 +196,5 @@ def _handle_unowned(
         why = "move requested"
     else:
         why = "unowned and this node is first eligible"
-    return Action(ActionKind.TAKE, g.name, event=event, reason=why), ""
+    kind = EventKind.FAILOVER if event == ClpEvent.FAILOVER else EventKind.START
+    return Action(ActionKind.TAKE, g.name, event=event, event_kind=kind, clear_move=g.move_to is not None, reason=why), ""

@@ -20,7 +20,7 @@ from kagemusha.config._schema import (
 )
 from kagemusha.errors import ConfigError
 
-__all__ = ["config_warnings", "load_config", "parse_config", "timing_errors"]
+__all__ = ["config_warnings", "load_config", "parse_config", "retry_backoff", "timing_errors", "timing_need"]
 
 
 def _pydantic_errors(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
@@ -48,23 +48,42 @@ def _inline_password() -> str:
     return INLINE_PASSWORD
 
 
-def timing_errors(cfg: Config) -> list[tuple[str, str]]:
-    """Patroni-style timing rule: a node must be able to notice a failed renewal and fence itself
-    before its lease can expire at the store.
+def retry_backoff(heartbeat_interval: float, store_timeout: float) -> float:
+    """The pause between two failed lease renewals (a store that refuses at once must not make a hot loop)."""
+    return min(heartbeat_interval, store_timeout) / 4
 
-    ``heartbeat_interval + store_timeout + fence_margin <= heartbeat_timeout``.
+
+def timing_need(heartbeat_interval: float, store_timeout: float, fence_margin: float) -> float:
+    """The shortest lease TTL with which a node always fences before its lease can expire at the store.
+
+    Derived in docs/fencing.md ("The timing rule"): a renewal sent at ``t0`` resets the store's TTL
+    no earlier than ``t0``, and its answer may take ``store_timeout``; the next renewal is sent
+    ``heartbeat_interval`` after the answer and may again take ``store_timeout`` to fail; a failed
+    attempt waits ``retry_backoff`` before the next; and the fence needs ``fence_margin``. All of it
+    must fit in the TTL counted from ``t0``::
+
+        heartbeat_interval + 2 * store_timeout + retry_backoff + fence_margin <= heartbeat_timeout
     """
+    return heartbeat_interval + 2 * store_timeout + retry_backoff(heartbeat_interval, store_timeout) + fence_margin
+
+
+def timing_errors(cfg: Config) -> list[tuple[str, str]]:
+    """Patroni-style timing rule: a node must notice a failed renewal and fence itself before its
+    lease can expire at the store, counting the last renewal's round trip and the retry back-off
+    (``timing_need``)."""
     return _timing_errors(cfg.cluster)
 
 
 def _timing_errors(c: ClusterSection) -> list[tuple[str, str]]:
-    need = c.heartbeat_interval + c.store_timeout + c.fence_margin
+    b = retry_backoff(c.heartbeat_interval, c.store_timeout)
+    need = timing_need(c.heartbeat_interval, c.store_timeout, c.fence_margin)
     if need > c.heartbeat_timeout + 1e-9:
         return [(
             "cluster.heartbeat_timeout",
-            f"must be >= cluster.heartbeat_interval + cluster.store_timeout + cluster.fence_margin "
-            f"({c.heartbeat_interval} + {c.store_timeout} + {c.fence_margin} = {need:g}), got {c.heartbeat_timeout}: "
-            "a node that misses a renewal could not fence itself before its lease expires",
+            f"must be >= cluster.heartbeat_interval + 2 * cluster.store_timeout + retry back-off + cluster.fence_margin "
+            f"({c.heartbeat_interval:g} + 2 * {c.store_timeout:g} + {b:g} + {c.fence_margin:g} = {need:g}; "
+            f"the back-off is min(heartbeat_interval, store_timeout) / 4), got {c.heartbeat_timeout:g}: "
+            "a node that misses a renewal could not fence itself before its lease expires (docs/fencing.md)",
         )]
     return []
 
@@ -174,9 +193,15 @@ def _cluster_errors(c: ClusterSection, base_dir: Path | None) -> Errors:
     if c.watchdog is not None:
         from kagemusha._watchdog import watchdog_timeout
 
-        if watchdog_timeout(c.heartbeat_timeout, c.heartbeat_interval, c.store_timeout) < 1:
+        wd = watchdog_timeout(c.heartbeat_timeout, c.heartbeat_interval, c.store_timeout)
+        gap = c.heartbeat_interval + 2 * c.store_timeout + retry_backoff(c.heartbeat_interval, c.store_timeout)
+        if wd < 1:
             errors.append(("cluster.watchdog", "the kernel watchdog counts whole seconds: it needs cluster.heartbeat_timeout "
                            "- cluster.heartbeat_interval - cluster.store_timeout >= 1 (e.g. heartbeat_timeout = 2.0)"))
+        elif wd <= gap:
+            errors.append(("cluster.watchdog", f"the watchdog timeout ({wd}s = floor(heartbeat_timeout - heartbeat_interval "
+                           f"- store_timeout)) must exceed the longest healthy gap between two renewals ({gap:g}s = "
+                           "heartbeat_interval + 2 * store_timeout + retry back-off): raise cluster.heartbeat_timeout"))
     errors.extend(_timing_errors(c))
     return errors
 

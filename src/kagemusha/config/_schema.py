@@ -53,10 +53,10 @@ def _host_port(value: str) -> str:
 class ClusterSection(Strict):
     name: str = Field(pattern=NAME_RE)
     store: str = "local:/var/lib/kagemusha/store.db"
-    heartbeat_interval: float = Field(0.2, gt=0, description="seconds between lease renewals")
+    heartbeat_interval: float = Field(0.15, gt=0, description="seconds between lease renewals")
     heartbeat_timeout: float = Field(1.0, gt=0, description="lease TTL in seconds")
-    store_timeout: float = Field(0.3, gt=0, description="bound on one store request (s)")
-    fence_margin: float = Field(0.2, gt=0, description="time reserved to fence before the TTL ends (s)")
+    store_timeout: float = Field(0.25, gt=0, description="bound on one store request (s)")
+    fence_margin: float = Field(0.15, gt=0, description="time reserved to fence before the TTL ends (s)")
     startup_wait: float = Field(3.0, ge=0, description="at cluster start, wait this long for higher-priority nodes (s)")
     failure_expiry: float = Field(600.0, gt=0, description="fail counts and node exclusions expire after (s)")
     state_dir: str = "/var/lib/kagemusha"

@@ -25,11 +25,8 @@ from kagemusha.config._load import load_config, parse_config
 from kagemusha.config._schema import Config
 from kagemusha.errors import ConfigError
 
-__all__ = ["StoredConfig", "config_key", "parse_stored", "summarize_diff", "sha256_text"]
+__all__ = ["StoredConfig", "parse_stored", "summarize_diff", "sha256_text"]
 
-
-def config_key(cluster: str) -> str:
-    return f"/kagemusha/{cluster}/config"
 
 
 def sha256_text(text: str) -> str:

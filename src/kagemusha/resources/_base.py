@@ -27,6 +27,8 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from kagemusha.model import ClpDisk, ClpEvent, ClpServer, StartEnv
+
 __all__ = [
     "ClpDisk",
     "ClpEvent",
@@ -64,36 +66,6 @@ class Probe:
     @classmethod
     def failed(cls, reason: str) -> Probe:
         return cls(ProbeState.FAILED, reason)
-
-
-class ClpEvent(StrEnum):
-    """``CLP_EVENT`` as CLUSTERPRO's scripts see it."""
-
-    START = "START"
-    FAILOVER = "FAILOVER"
-
-
-class ClpServer(StrEnum):
-    """``CLP_SERVER``: ``HOME`` on the group's first node, ``OTHER`` elsewhere."""
-
-    HOME = "HOME"
-    OTHER = "OTHER"
-
-
-class ClpDisk(StrEnum):
-    """``CLP_DISK``: ``FAILURE`` when a disk resource of the group failed to come up."""
-
-    SUCCESS = "SUCCESS"
-    FAILURE = "FAILURE"
-
-
-@dataclass(frozen=True, slots=True)
-class StartEnv:
-    """Why the group is being started (or stopped): what CLUSTERPRO scripts read."""
-
-    event: ClpEvent = ClpEvent.START
-    server: ClpServer = ClpServer.HOME
-    disk: ClpDisk = ClpDisk.SUCCESS
 
 
 @dataclass(frozen=True, slots=True)

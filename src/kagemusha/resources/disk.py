@@ -274,7 +274,26 @@ class Disk(Resource):
         await self._unmount(grace=self.params.kill_grace, lazy_last=False)
 
     async def fence(self) -> None:
-        await self._unmount(grace=0.0, lazy_last=True)
+        # NB: never a lazy unmount here: a lazily detached file system stays live while a holder
+        # writes to it, which is how split brain on a disk starts. Kill the holders, unmount for
+        # real, and prove the device is released; otherwise the fence is incomplete and retried.
+        await self._unmount(grace=0.0, lazy_last=False)
+        await asyncio.to_thread(self._check_released)
+
+    def _check_released(self) -> None:
+        """Prove no mount of the device is left in any mount namespace (an exclusive open succeeds)."""
+        try:
+            fd = os.open(self.params.device, os.O_RDONLY | os.O_EXCL)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                raise ResourceFailed(
+                    f"disk {self.params.device}: still in use after unmounting (mounted in another mount namespace, "
+                    "or held open)"
+                ) from None
+            raise ResourceFailed(f"disk {self.params.device}: cannot check it is released: {exc}") from None
+        os.close(fd)
 
     def _device_mounts(self) -> list[str]:
         """Every mount point of the device in this mount namespace, deepest first."""

@@ -245,6 +245,12 @@ class DomainResource(Resource):
         if killed:
             self.ctx.log.warning("group=%s resource=%s fenced: killed domain %s processes %s",
                                  self.ctx.group, self.ctx.resource, self.params.domain, killed)
+        where = self._expected_dir()
+        if where is not None:
+            # Proof, not hope: a process that survived SIGKILL (uninterruptible sleep) keeps the fence open.
+            left = [pid for pid in await self._call(_tagged_here, where) if _alive(pid)]
+            if left:
+                raise ResourceFailed(f"domain {self.params.domain}: processes {left} still alive after SIGKILL")
 
     @classmethod
     def check_params(cls, params: DriverParams, *, base_dir: Path | None = None) -> list[tuple[str, str]]:
@@ -253,3 +259,11 @@ class DomainResource(Resource):
         if params.registry is not None and Path(params.registry).exists() and not Path(params.registry).is_dir():
             errors.append(("registry", f"{params.registry} is not a directory"))
         return errors
+
+
+def _alive(pid: int) -> bool:
+    """A process that still runs (a zombie runs nothing)."""
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False

@@ -216,5 +216,7 @@ class ExecResource(Resource):
         return Probe.stopped()
 
     async def fence(self) -> None:
-        await asyncio.to_thread(_proc.kill_tagged, self._tag(), sig=signal.SIGKILL, wait=0.5)
+        left = await asyncio.to_thread(_proc.fence_tagged, self._tag(), wait=0.5)
+        if left:
+            raise ResourceFailed(f"exec {self.ctx.resource}: processes {left} still alive after SIGKILL")
         self._record.unlink(missing_ok=True)

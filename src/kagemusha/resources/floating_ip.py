@@ -27,7 +27,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from kagemusha import _os
 from kagemusha.errors import NotConfigured, NotInstalled, ResourceFailed
-from kagemusha.resources._base import DriverParams, Probe, Resource, ResourceContext, StartEnv
+from kagemusha.resources._base import DriverParams, Probe, ProbeState, Resource, ResourceContext, StartEnv
 
 __all__ = ["FloatingIP", "FloatingIPParams"]
 
@@ -121,6 +121,9 @@ class FloatingIP(Resource):
 
     async def fence(self) -> None:
         await self._remove()
+        probe = await self.probe()
+        if probe.state != ProbeState.STOPPED:
+            raise ResourceFailed(f"floating_ip {self._what}: still present after removal ({probe.reason})")
 
     async def _remove(self) -> None:
         try:

@@ -9,7 +9,11 @@ each operation one transaction, which is the property the contract needs.
 Leases expire by ``time.monotonic()``: CLOCK_MONOTONIC is one clock for every
 process on a Linux host (network namespaces share it) and does not jump with
 the wall clock. That is why this store cannot span hosts
-(``capabilities.spans_hosts = False``). Expired leases are reaped, with delete
+(``capabilities.spans_hosts = False``). NB: CLOCK_MONOTONIC starts again near
+zero at boot, so every lease also records the kernel's boot id
+(``/proc/sys/kernel/random/boot_id``) and a lease of another boot is expired:
+otherwise a lease would outlive a reboot by the previous uptime
+(``tests/store/test_local_boot.py``). Expired leases are reaped, with delete
 events, at the start of every operation and every watch poll, so an expiry is
 seen within one poll of any client.
 """
@@ -37,7 +41,8 @@ CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY, value TEXT NOT NULL,
     create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL, lease INTEGER);
 CREATE INDEX IF NOT EXISTS kv_lease ON kv(lease);
-CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY AUTOINCREMENT, ttl REAL NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY AUTOINCREMENT, ttl REAL NOT NULL, expires REAL NOT NULL,
+    boot TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS events (rev INTEGER PRIMARY KEY, type TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('revision', 0);
 INSERT OR IGNORE INTO meta VALUES ('compacted', 0);
@@ -46,6 +51,15 @@ INSERT OR IGNORE INTO meta VALUES ('compacted', 0);
 #: Events kept for watches that resume; older ones are compacted away.
 EVENTS_KEPT = 20000
 WATCH_POLL = 0.02
+
+
+def current_boot_id() -> str:
+    """This boot of the kernel (a new random id at every boot)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:  # not Linux: no reboot detection; leases still expire by the clock
+        return ""
 
 
 def _prefix_end(prefix: str) -> str:
@@ -57,10 +71,13 @@ class LocalStore(Store):
 
     capabilities = StoreCapabilities(spans_hosts=False, linearizable=True)
 
-    def __init__(self, path: str, *, timeout: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, path: str, *, timeout: float = 1.0, clock: Callable[[], float] = time.monotonic, boot_id: str | None = None
+    ) -> None:
         self.path = path
         self.timeout = timeout
         self._clock = clock
+        self.boot_id = current_boot_id() if boot_id is None else boot_id
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kagemusha-store")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
@@ -82,6 +99,9 @@ class LocalStore(Store):
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
                 conn.executescript(_SCHEMA)
+                cols = {r[1] for r in conn.execute("PRAGMA table_info(leases)")}
+                if "boot" not in cols:  # a store file from before leases recorded the boot
+                    conn.execute("ALTER TABLE leases ADD COLUMN boot TEXT NOT NULL DEFAULT ''")
             except BaseException:
                 conn.close()
                 raise
@@ -144,7 +164,7 @@ class LocalStore(Store):
 
     def _reap(self, conn: sqlite3.Connection) -> None:
         now = self._clock()
-        expired = [r[0] for r in conn.execute("SELECT id FROM leases WHERE expires <= ?", (now,))]
+        expired = [r[0] for r in conn.execute("SELECT id FROM leases WHERE expires <= ? OR boot != ?", (now, self.boot_id))]
         for lid in expired:
             self._drop_lease(conn, lid)
 
@@ -154,7 +174,9 @@ class LocalStore(Store):
         conn.execute("DELETE FROM leases WHERE id=?", (lid,))
 
     def _maybe_reap(self, conn: sqlite3.Connection) -> None:
-        if conn.execute("SELECT 1 FROM leases WHERE expires <= ? LIMIT 1", (self._clock(),)).fetchone():
+        if conn.execute(
+            "SELECT 1 FROM leases WHERE expires <= ? OR boot != ? LIMIT 1", (self._clock(), self.boot_id)
+        ).fetchone():
             self._write(conn, lambda c: None)
 
     def _check_lease(self, conn: sqlite3.Connection, lease: int | None) -> None:
@@ -235,7 +257,9 @@ class LocalStore(Store):
             raise ValueError("lease ttl must be > 0")
 
         def body(conn: sqlite3.Connection) -> Lease:
-            cur = conn.execute("INSERT INTO leases (ttl, expires) VALUES (?, ?)", (ttl, self._clock() + ttl))
+            cur = conn.execute(
+                "INSERT INTO leases (ttl, expires, boot) VALUES (?, ?, ?)", (ttl, self._clock() + ttl, self.boot_id)
+            )
             assert cur.lastrowid is not None
             return Lease(id=cur.lastrowid, ttl=ttl)
 

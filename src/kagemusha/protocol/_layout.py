@@ -1,9 +1,13 @@
 """The store layout, and the pure parse of a store snapshot into what ``decide`` and ``status`` read.
 
+Every key string of the cluster lives in this module (``Keys``); ``_records.py`` writes them,
+``parse_snapshot`` reads them. Nothing else in kagemusha spells a key.
+
 Keys (under ``/kagemusha/<cluster>/``)::
 
     members/<node>               lease   {"address", "pid", "since"}           membership
     standby/<node>                       {"by", "at"}                          drained node
+    config                               {"version", "toml", "sha256", ...}    the applied config
     groups/<g>/owner             lease   {"node", "event", "since"}            the one owner
     groups/<g>/target                    {"online", "by", "at"}                group start/stop
     groups/<g>/move                      {"to", "by", "at"}                    one-shot move
@@ -22,14 +26,51 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kagemusha.cluster import FailureMark, GroupView, LastRun, OwnerRecord
-from kagemusha.resources._base import ClpEvent
+from kagemusha.model import ClpEvent
 from kagemusha.store import KeyValue
 
-__all__ = ["Snapshot", "GroupRecords", "root_of", "parse_snapshot"]
+__all__ = ["GroupRecords", "Keys", "Snapshot", "parse_snapshot", "root_of"]
 
 
 def root_of(cluster: str) -> str:
     return f"/kagemusha/{cluster}/"
+
+
+class Keys:
+    """The keys of one cluster. The only place key strings are spelled."""
+
+    def __init__(self, cluster: str) -> None:
+        self.root = root_of(cluster)
+
+    @property
+    def config(self) -> str:
+        return self.root + "config"
+
+    def member(self, node: str) -> str:
+        return f"{self.root}members/{node}"
+
+    def standby(self, node: str) -> str:
+        return f"{self.root}standby/{node}"
+
+    def suspend(self, group: str, monitor: str) -> str:
+        return f"{self.root}suspend/{group}/{monitor}"
+
+    @property
+    def events(self) -> str:
+        return self.root + "events/"
+
+    def event(self, at_ns: int, source: str) -> str:
+        return f"{self.root}events/{at_ns:020d}-{source}"
+
+    def group(self, group: str, what: str) -> str:
+        """``owner``, ``target``, ``move``, ``last``, ``failovers``, ``status``."""
+        return f"{self.root}groups/{group}/{what}"
+
+    def failures(self, group: str) -> str:
+        return f"{self.root}groups/{group}/failures/"
+
+    def failure(self, group: str, node: str) -> str:
+        return f"{self.root}groups/{group}/failures/{node}"
 
 
 def _json(kv: KeyValue) -> dict[str, Any]:
@@ -69,6 +110,8 @@ class GroupRecords:
 class Snapshot:
     revision: int = 0
     members: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the lease each member key is attached to
+    member_leases: dict[str, int | None] = field(default_factory=dict)
     standby: set[str] = field(default_factory=set)
     groups: dict[str, GroupRecords] = field(default_factory=dict)
     suspended: set[tuple[str, str]] = field(default_factory=set)
@@ -88,6 +131,7 @@ def parse_snapshot(kvs: list[KeyValue], revision: int, root: str) -> Snapshot:
         data = _json(kv)
         if parts[0] == "members" and len(parts) == 2:
             snap.members[parts[1]] = data
+            snap.member_leases[parts[1]] = kv.lease
         elif parts[0] == "standby" and len(parts) == 2:
             snap.standby.add(parts[1])
         elif parts[0] == "suspend" and len(parts) == 3:
