@@ -19,6 +19,8 @@ app = typer.Typer(
 
 def _attach() -> None:
     # Imported here so each file can import ``app`` helpers without cycles.
+    if app.registered_groups:  # attached already (main() run twice in one process, as the CLI fuzz test does)
+        return
     from kagemusha.cli import domain
 
     app.add_typer(domain.app, name="domain")
@@ -33,10 +35,37 @@ def _attach() -> None:
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point: every failure is one line on stderr, never a traceback.
+
+    Exit codes: 0 ok, 1 failed, 2 bad usage (unknown flag, missing or bad argument), 130 interrupted.
+    """
     _attach()
+    from typer import Abort
+
     try:
-        app()
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+    except ImportError:  # typer before it vendored click
+        from click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # type: ignore[no-redef]
+    try:
+        rc = app(standalone_mode=False, prog_name="kagemusha")
+    except NoArgsIsHelpError as exc:  # e.g. `kagemusha config`: the group's help, as before
+        print(exc.ctx.get_help() if exc.ctx else exc.format_message(), file=sys.stderr)
+        sys.exit(2)
+    except UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "kagemusha"
+        print(f"{where}: {_one_line(exc.format_message())} (see {where} --help)", file=sys.stderr)
+        sys.exit(2)
+    except ClickException as exc:
+        print(f"kagemusha: {_one_line(exc.format_message())}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except Abort:
+        print("kagemusha: interrupted", file=sys.stderr)
+        sys.exit(130)
     except KagemushaError as exc:  # expected failure: one line, no traceback
         print(f"kagemusha: {exc}", file=sys.stderr)
         sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
