@@ -30,6 +30,7 @@ def test_failover_on_etcd(make_cluster, etcd: EtcdCluster) -> None:  # type: ign
     c: LocalCluster = make_cluster(cluster={"store": etcd.endpoints, "insecure_store": True})
     c.start_all()
     c.wait_group("webotx1", "online", "n1", timeout=30)
+    assert '"key": "cluster.insecure_store"' in c.log("n1"), "the agent warns at start about an open etcd"
     t = c.crash("n1")
     _, online = c.wait_group("webotx1", "online", "n2", timeout=15)
     s = c.starts("webotx1")[-1]
