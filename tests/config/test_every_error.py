@@ -171,3 +171,16 @@ def test_domain_monitor_password_file_must_be_private(d: Path) -> None:
     assert "chmod 600" in keys_of(p)["groups[0].monitors[1].password_file"]
     (d / "pw").chmod(0o600)
     assert validate(p).returncode == 0
+
+
+def test_inline_password_never_reaches_the_store(d: Path) -> None:
+    """`config apply` refuses the file (exit 2), so `config show --toml` has nothing to print."""
+    p = write(d, GOOD + DOMAIN_MONITOR + 'password = "s3cret-inline"')
+    run = [sys.executable, "-m", "kagemusha", "config"]
+    r = subprocess.run([*run, "apply", str(p)], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 2 and "password_file" in r.stderr and "s3cret-inline" not in r.stderr + r.stdout
+    assert not (d / "store.db").exists() or "s3cret-inline" not in (d / "store.db").read_bytes().decode("latin-1")
+    good = write(d, GOOD)
+    r = subprocess.run([*run, "show", "--toml", "--config", str(good)], capture_output=True, text=True, timeout=60,
+                       check=False)
+    assert "s3cret-inline" not in r.stdout + r.stderr and "no config applied" in r.stderr, r.stdout + r.stderr

@@ -152,3 +152,13 @@ def test_unparsable_body_is_422_naming_the_body(api: tuple[LocalCluster, Any]) -
             r = http.post("/groups/webotx1/stop", content=body, headers={"Content-Type": ctype})
             assert r.status_code == 422, (body, r.status_code, r.text)
             assert r.json()["errors"][0]["field"] == "body" and r.json()["detail"].startswith("body: "), r.text
+
+
+def test_public_reason_names_no_endpoint_group_or_error() -> None:
+    from kagemusha.api._app import public_reason
+
+    assert public_reason("cannot renew lease: etcd 10.0.0.1:2379: no answer in time") == "cannot renew lease"
+    assert public_reason("lease expired at the store") == "lease expired at the store"
+    for secret in ("group webotx1 failed on n1: exec1 start script exited with 3", "StoreUnavailable: etcd://h:2379"):
+        out = public_reason(secret)
+        assert "webotx1" not in out and "2379" not in out and out.startswith("fenced")
