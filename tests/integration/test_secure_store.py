@@ -46,7 +46,7 @@ def cli(c: LocalCluster, *args: str, config: Path | None = None) -> subprocess.C
 
 
 def test_everything_works_on_a_secured_etcd(tmp_path: Path, secure_etcd: tuple[EtcdCluster, dict[str, str]]) -> None:
-    etcd, store = secure_etcd
+    _, store = secure_etcd
     c = LocalCluster(tmp_path / "c", api_token=TOKEN, cluster=dict(store))
     try:
         c.start_all()

@@ -42,20 +42,21 @@ def main() -> None:
     _attach()
     from typer import Abort
 
+    # NB: recent typer carries its own copy of click, whose exceptions are not click's.
     try:
-        from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
-    except ImportError:  # typer before it vendored click
-        from click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # type: ignore[no-redef]
+        from typer._click import exceptions as cx
+    except ImportError:  # typer on click itself
+        import click.exceptions as cx  # type: ignore[no-redef]
     try:
         rc = app(standalone_mode=False, prog_name="kagemusha")
-    except NoArgsIsHelpError as exc:  # e.g. `kagemusha config`: the group's help, as before
+    except cx.NoArgsIsHelpError as exc:  # e.g. `kagemusha config`: the group's help, as before
         print(exc.ctx.get_help() if exc.ctx else exc.format_message(), file=sys.stderr)
         sys.exit(2)
-    except UsageError as exc:
+    except cx.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else "kagemusha"
         print(f"{where}: {_one_line(exc.format_message())} (see {where} --help)", file=sys.stderr)
         sys.exit(2)
-    except ClickException as exc:
+    except cx.ClickException as exc:
         print(f"kagemusha: {_one_line(exc.format_message())}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except Abort:
