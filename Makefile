@@ -1,5 +1,5 @@
 # Two entry points, both install what they need first (scripts/bootstrap).
-.PHONY: demo test bootstrap lint bench
+.PHONY: demo test bootstrap lint bench fuzz
 
 bootstrap:
 	@bash scripts/bootstrap
@@ -27,3 +27,7 @@ lint: bootstrap
 
 bench: bootstrap
 	.venv/bin/python bench/failover_local.py
+
+# The fuzz tests' full run (>= 1,000 generated inputs per property; `make test` runs a short one).
+fuzz: bootstrap
+	KAGEMUSHA_FUZZ=full .venv/bin/python -m pytest -q tests/fuzz

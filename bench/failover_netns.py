@@ -430,7 +430,7 @@ class EtcdBench(Bench):
 
     def kagemusha_config(self, name: str, interval: float, ttl: float) -> Path:
         data = {
-            "cluster": {"name": name, "store": self.etcd.endpoints, "state_dir": str(self.dir / name / "state"),
+            "cluster": {"name": name, "store": self.etcd.endpoints, "insecure_store": True, "state_dir": str(self.dir / name / "state"),
                         "startup_wait": 1.0, **self.TIMERS},
             "nodes": [{"name": n, "address": f"{self.h.address(n).ip}:7700", "host": n} for n in ("n1", "n2")],
             "groups": [{"name": "web", "nodes": ["n1", "n2"], "failback": "manual",

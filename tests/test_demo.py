@@ -15,3 +15,6 @@ def test_demo_shows_a_failover_and_stops_cleanly(tmp_path: Path) -> None:
     assert "failed over to n2" in r.stdout and "served by n2" in r.stdout
     assert "stopped" in r.stdout
     assert "Traceback" not in r.stdout + r.stderr
+    # files holding a token or a password are private (issue 11)
+    for name in ("api.token", "domain1.properties"):
+        assert (tmp_path / "demo" / name).stat().st_mode & 0o077 == 0, name

@@ -63,6 +63,19 @@ def say(msg: str = "") -> None:
     print(f"\033[1;36m==>\033[0m {msg}" if msg else "", flush=True)
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600) from the first byte.
+
+    NB: ``write_text`` then ``chmod`` leaves the secret readable by everyone (umask 022) in between.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode on open
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
 def _seed_script(name: str) -> str:
     # The seed's Linux one-way scripts, kept verbatim in the package's examples; otxadmin -> kagemusha domain.
     here = Path(__file__).resolve()
@@ -98,7 +111,7 @@ class Demo:
         for n in ("n1", "n2"):
             (self.root / n).mkdir()
         props = self.root / "domain1.properties"
-        props.write_text(SEED_PROPERTIES)
+        write_private(props, SEED_PROPERTIES)  # the seed's file holds domain.admin.password
         domains = self.root / "data1" / "domains"
         domains.mkdir(parents=True)
         say("creating domain1 on the switchover directory from the seed's domain1.properties (ports +30000)")
@@ -107,9 +120,7 @@ class Demo:
         self.kagemusha("domain", "setup", "--domains-root", str(domains), "--port", ADMIN_PORT, node="n2")
         import secrets
 
-        token = self.root / "api.token"
-        token.write_text(secrets.token_urlsafe(24) + "\n")
-        token.chmod(0o600)
+        write_private(self.root / "api.token", secrets.token_urlsafe(24) + "\n")
         for name in ("start.sh", "stop.sh"):
             p = self.root / name
             p.write_text(_seed_script(name))

@@ -150,11 +150,12 @@ def test_real_machine_example_only_lacks_its_secret_files() -> None:
     with pytest.raises(ConfigError) as ei:
         load_config(p)
     keys = sorted(loc.split(": ", 1)[1] for loc, _ in ei.value.errors)
-    assert keys == ["cluster.api_token_file", "groups[0].monitors[0].password_file"], ei.value.errors
+    assert keys == ["cluster.api_token_file", "cluster.store_ca_file", "cluster.store_cert_file", "cluster.store_key_file",
+                    "groups[0].monitors[0].password_file"], ei.value.errors
 
 
 def test_etcd_with_a_short_ttl_is_a_warning_not_an_error(cfgdir: Path) -> None:
-    text = GOOD.replace('store = "local:{tmp}/store.db"', 'store = "etcd://127.0.0.1:2379"')
+    text = GOOD.replace('store = "local:{tmp}/store.db"', 'store = "etcd://127.0.0.1:2379"\ninsecure_store = true')
     p = write(cfgdir, text)
     r = run_cli("config", "validate", str(p))
     assert r.returncode == 0, r.stderr

@@ -27,9 +27,10 @@ def svc_alive(c: LocalCluster, node: str) -> bool:
 
 
 def test_failover_on_etcd(make_cluster, etcd: EtcdCluster) -> None:  # type: ignore[no-untyped-def]
-    c: LocalCluster = make_cluster(cluster={"store": etcd.endpoints})
+    c: LocalCluster = make_cluster(cluster={"store": etcd.endpoints, "insecure_store": True})
     c.start_all()
     c.wait_group("webotx1", "online", "n1", timeout=30)
+    assert '"key": "cluster.insecure_store"' in c.log("n1"), "the agent warns at start about an open etcd"
     t = c.crash("n1")
     _, online = c.wait_group("webotx1", "online", "n2", timeout=15)
     s = c.starts("webotx1")[-1]
@@ -39,7 +40,7 @@ def test_failover_on_etcd(make_cluster, etcd: EtcdCluster) -> None:  # type: ign
 
 
 def test_store_outage_stops_every_group_in_time_and_recovers_once(make_cluster, etcd: EtcdCluster) -> None:  # type: ignore[no-untyped-def]
-    c: LocalCluster = make_cluster(cluster={"store": etcd.endpoints})
+    c: LocalCluster = make_cluster(cluster={"store": etcd.endpoints, "insecure_store": True})
     c.groups = [c.group("webotx1", ["n1", "n2"])]
     c.write_config()
     c.start_all()

@@ -49,7 +49,7 @@ class Setup:
         cfg = {
             # NB: TTL 3 s, not the 1 s default: an etcd leader election (when a member rejoins) makes every
             # member answer "no leader" for ~0.5-1 s; a 1 s lease would fence the healthy owner too.
-            "cluster": {"name": "part", "store": etcd.endpoints, "state_dir": str(d / "state"), "startup_wait": 3.0,
+            "cluster": {"name": "part", "store": etcd.endpoints, "insecure_store": True, "state_dir": str(d / "state"), "startup_wait": 3.0,
                         "heartbeat_interval": 0.3, "heartbeat_timeout": 3.0, "store_timeout": 0.5, "fence_margin": 0.3},
             "nodes": [{"name": n, "address": f"{h.address(n).ip}:7700", "host": n} for n in ("n1", "n2")],
             "groups": [{

@@ -17,13 +17,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kagemusha.api._auth import TokenSource, actor_of, resolve_path
 from kagemusha.api._metrics import make_registry
@@ -116,6 +117,27 @@ _bearer = HTTPBearer(auto_error=False, description="the token in cluster.api_tok
 
 def _auth(request: Request, _: Annotated[Any, Depends(_bearer)]) -> None:
     _state(request).tokens.check(request)
+
+
+#: Why a node is not a member, as ``/health`` may say it to anyone: the head of the agent's reason when it is
+#: one of these, else a generic word. NB: the full reason may name store endpoints, groups or errors; it
+#: stays in the agent's log and in the authenticated ``/cluster``.
+_PUBLIC_REASONS = frozenset({
+    "lease expired at the store", "cannot renew lease", "agent exiting", "leave requested twice", "left the cluster",
+})
+
+
+def public_reason(reason: str) -> str:
+    """The part of a fencing reason ``/health`` may show without a token (never endpoints, groups or errors)."""
+    head = reason.split(":", 1)[0].strip()
+    return head if head in _PUBLIC_REASONS else "fenced (see the agent's log)"
+
+
+def _is_open(path: str) -> bool:
+    """Paths served without the token: health checks and the web UI's static shell."""
+    parts = path.split("/")
+    return (path in ("/", "/health") or path.startswith("/static/")
+            or (len(parts) == 4 and parts[1] == "groups" and parts[3] == "primary"))
 
 
 def _field_error(field: str, message: str) -> JSONResponse:
@@ -211,7 +233,17 @@ def create_app(node: NodeState, control: ClusterControl) -> FastAPI:
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
+        response: Response | None = None
+        if not _is_open(request.url.path):
+            # NB: before routing: FastAPI parses and validates a body before the router's token dependency
+            # runs, so a caller without the token would otherwise learn what an endpoint expects (400/422).
+            try:
+                state.tokens.check(request)
+            except HTTPException as refused:
+                response = JSONResponse({"detail": refused.detail}, status_code=refused.status_code,
+                                        headers=refused.headers)
+        if response is None:
+            response = await call_next(request)
         for k, v in _SECURITY_HEADERS.items():
             response.headers.setdefault(k, v)
         response.headers["X-Kagemusha-Node"] = node.node
@@ -221,10 +253,19 @@ def create_app(node: NodeState, control: ClusterControl) -> FastAPI:
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = []
         for e in exc.errors():
+            if e.get("type") == "json_invalid":
+                errors.append({"field": "body", "message": f"not valid JSON ({e.get('ctx', {}).get('error', 'decode error')})"})
+                continue
             loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path")]
             errors.append({"field": ".".join(loc) or "body", "message": str(e.get("msg", "invalid"))})
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not parse the body at all
+            return _field_error("body", f"cannot be parsed: {exc.detail}; expected a JSON object")
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(UsageError)
     async def usage(request: Request, exc: UsageError) -> JSONResponse:
@@ -257,7 +298,7 @@ def create_app(node: NodeState, control: ClusterControl) -> FastAPI:
         body = {"node": node.node, "member": member}
         fenced = node.statistics().fenced_reason
         if not member and fenced:
-            body["reason"] = fenced
+            body["reason"] = public_reason(fenced)
         return JSONResponse(body, status_code=200 if member else 503)
 
     @app.get("/groups/{group}/primary", tags=["health"])

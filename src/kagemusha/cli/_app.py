@@ -137,7 +137,11 @@ def root_help() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the subcommand named by the first argument, importing only its module."""
+    """Console entry point: run the subcommand named by the first argument, importing only its module.
+
+    Every failure is one line on stderr, never a traceback. Exit codes: 0 ok, 1 failed, 2 bad usage
+    (unknown flag, missing or bad argument), 130 interrupted.
+    """
     from kagemusha.errors import KagemushaError
 
     args = sys.argv[1:] if argv is None else list(argv)
@@ -148,11 +152,36 @@ def main(argv: list[str] | None = None) -> None:
         app: Any = build_app([args[0]], args[1] if len(args) > 1 else None)
     else:  # unknown: let typer say so
         app = build_app()
+    from typer import Abort
+
+    # NB: recent typer carries its own copy of click, whose exceptions are not click's.
     try:
-        app(args=args, prog_name=NAME)
+        from typer._click import exceptions as cx
+    except ImportError:  # typer on click itself
+        import click.exceptions as cx  # type: ignore[no-redef]
+    try:
+        rc = app(args=args, prog_name=NAME, standalone_mode=False)
+    except cx.NoArgsIsHelpError as exc:  # e.g. `kagemusha config`: the group's help, as before
+        print(exc.ctx.get_help() if exc.ctx else exc.format_message(), file=sys.stderr)
+        sys.exit(2)
+    except cx.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else NAME
+        print(f"{where}: {_one_line(exc.format_message())} (see {where} --help)", file=sys.stderr)
+        sys.exit(2)
+    except cx.ClickException as exc:
+        print(f"{NAME}: {_one_line(exc.format_message())}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except Abort:
+        print(f"{NAME}: interrupted", file=sys.stderr)
+        sys.exit(130)
     except KagemushaError as exc:  # expected failure: one line, no traceback
         print(f"{NAME}: {exc}", file=sys.stderr)
         sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def __getattr__(name: str) -> Any:

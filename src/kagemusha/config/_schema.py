@@ -7,6 +7,7 @@ the driver's own ``Params`` model (see ``_load.py``).
 
 from __future__ import annotations
 
+import json
 import re
 from enum import StrEnum
 from typing import Any
@@ -28,7 +29,7 @@ NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Failback(StrEnum):
@@ -68,6 +69,9 @@ class ClusterSection(Strict):
     store_user: str | None = None
     store_password_file: str | None = None
     watchdog: str | None = None
+    #: Accept an etcd store without client certificates or auth (refused otherwise: writing to the store
+    #: is root on every node). ``config validate`` and the agent warn on every start.
+    insecure_store: bool = False
 
     @field_validator("store")
     @classmethod
@@ -186,5 +190,8 @@ def loc_to_path(loc: tuple[Any, ...]) -> str:
         elif part == "params":
             continue
         else:
-            out += ("." if out else "") + str(part)
+            # NB: a key with spaces, dots or control characters is quoted as TOML writes it, so one error stays one line
+            text = str(part)
+            text = text if re.fullmatch(r"[A-Za-z0-9_-]+", text) else json.dumps(text)
+            out += ("." if out else "") + text
     return re.sub(r"\.\[", "[", out)

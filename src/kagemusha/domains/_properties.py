@@ -290,7 +290,7 @@ def parse_properties(
 
         try:
             pwd.getpwnam(run_user)
-        except KeyError:
+        except (KeyError, ValueError):  # ValueError: a NUL byte in the name
             errors.append((f"{loc}: {KEY_RUN_USER}", f"no such user {run_user!r} on this node"))
     advertised = raw.get(KEY_ADVERTISED, "").strip() or None
     if advertised is not None and any(c in advertised for c in "/ @?#"):

@@ -8,7 +8,7 @@ Usage in ``cluster.toml``::
     domain = "domain1"
     domaindir = "/data1/domains"             # default: where the node's registry says
     user = "admin"                           # default
-    password_file = "/etc/kagemusha/domain1.pw"   # preferred (mode 0600); or password = "..."
+    password_file = "/etc/kagemusha/domain1.pw"   # mode 0600, checked
     request_timeout = 3.0                    # per HTTP request; the monitor's timeout bounds the check
 
 Each check asks the domain's admin API (``GET /status`` with HTTP basic auth,
@@ -16,24 +16,25 @@ on ``domain.admin.port``) whether the domain runs and accepts the credentials,
 and the application's own port (``domain.http.port``) whether it answers
 (:func:`kagemusha.domains.check_domain_health`). Both must serve.
 
-The password never appears in logs, results or ``repr`` (a ``SecretStr``); a
-``password_file`` is read at each check, so rotating it needs no restart. A
-plain ``password`` key is accepted because the seed's WebOTX monitor takes
-one, but it then sits in ``cluster.toml``: prefer the file.
+The password never appears in logs, results or ``repr``; the ``password_file``
+is read at each check, so rotating it needs no restart. An inline ``password``
+key (the seed's WebOTX monitor takes one) is refused with an error that says
+why: ``config apply`` keeps the file's text in the cluster store, and
+``config show --toml``/``config diff`` print it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from kagemusha.domains import NodeRegistry, check_domain_health
 from kagemusha.errors import DomainError
 from kagemusha.monitors._base import CheckResult, Monitor
-from kagemusha.resources._base import DriverParams
+from kagemusha.resources._base import INLINE_PASSWORD, DriverParams
 from kagemusha.resources.domain import absolute_path
 
 __all__ = ["DomainMonitor", "DomainMonitorParams"]
@@ -42,23 +43,25 @@ __all__ = ["DomainMonitor", "DomainMonitorParams"]
 class DomainMonitorParams(DriverParams):
     """Parameters of a ``domain`` monitor."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, hide_input_in_errors=True)
+
     domain: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     domaindir: str | None = None
     user: str = Field(default="admin", min_length=1)
-    password: SecretStr | None = None
-    password_file: str | None = None
+    #: Refused when given (see ``INLINE_PASSWORD``); declared so the error names this key.
+    password: Any = Field(default=None, exclude=True, repr=False)
+    password_file: str = Field(min_length=1)
     request_timeout: float = Field(default=3.0, gt=0)
     registry: str | None = None
 
     _absolute = field_validator("domaindir", "registry")(classmethod(lambda cls, v: absolute_path(v)))
 
-    @model_validator(mode="after")
-    def _one_password(self) -> DomainMonitorParams:
-        if (self.password is None) == (self.password_file is None):
-            raise ValueError("give exactly one of password_file (preferred) or password")
-        if self.password is not None and not self.password.get_secret_value():
-            raise ValueError("password must not be empty")
-        return self
+    @field_validator("password", mode="before")
+    @classmethod
+    def _no_inline_password(cls, v: Any) -> Any:
+        if v is not None:
+            raise ValueError(INLINE_PASSWORD)
+        return v
 
 
 def _resolve(path: str, base_dir: Path | None) -> Path:
@@ -76,25 +79,21 @@ class DomainMonitor(Monitor):
     @classmethod
     def check_params(cls, params: DriverParams, *, base_dir: Path | None = None) -> list[tuple[str, str]]:
         assert isinstance(params, DomainMonitorParams)
-        if params.password_file is None:
-            return []
         p = _resolve(params.password_file, base_dir)
         try:
             text = p.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            return [("password_file", f"cannot read {p}: {exc.strerror or exc}")]
+            mode = p.stat().st_mode
+        except (OSError, UnicodeDecodeError) as exc:
+            return [("password_file", f"cannot read {p}: {getattr(exc, 'strerror', None) or exc}")]
         errors = []
         if not text:
             errors.append(("password_file", f"{p} is empty"))
-        if p.stat().st_mode & 0o077:
+        if mode & 0o077:
             errors.append(("password_file", f"{p} may be read by group or others; chmod 600 {p}"))
         return errors
 
     def _password(self) -> str:
         p = self.params
-        if p.password is not None:
-            return p.password.get_secret_value()
-        assert p.password_file is not None
         # Relative paths resolve against cluster.toml's directory, as config validation did.
         pw = Path(p.password_file)
         if not pw.is_absolute() and self.ctx.base_dir is not None:
@@ -105,8 +104,9 @@ class DomainMonitor(Monitor):
         p = self.params
         try:
             password = self._password()
-        except OSError as exc:
-            return CheckResult(False, f"cannot read password_file {p.password_file}: {exc.strerror or exc}")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or exc
+            return CheckResult(False, f"cannot read password_file {p.password_file}: {why}")
         path = p.registry or self.ctx.env.get("KAGEMUSHA_DOMAIN_REGISTRY")
         registry = NodeRegistry(path) if path else NodeRegistry.from_env()
         try:

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from kagemusha.monitors._base import CheckResult, Monitor
 from kagemusha.resources._base import DriverParams
-from kagemusha.resources.exec import run_script
+from kagemusha.resources.exec import describe_exit, run_script
 
 __all__ = ["ExecMonitor"]
 
@@ -45,4 +45,4 @@ class ExecMonitor(Monitor):
             raise
         except OSError as exc:
             return CheckResult(False, f"cannot run command: {exc}")
-        return CheckResult(rc == 0, f"exit {rc}")
+        return CheckResult(rc == 0, "exit 0" if rc == 0 else f"command {describe_exit(rc)}")

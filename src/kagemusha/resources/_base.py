@@ -94,10 +94,16 @@ class ResourceContext:
         }
 
 
+#: Why an inline ``password`` key is refused, for every driver (``config validate`` says it for any table).
+INLINE_PASSWORD = ("an inline password is refused: `config apply` stores this file's text in the cluster store and "
+                   "`config show --toml`/`config diff` print it; write the password to a file only its owner may "
+                   "read (chmod 600) and name it with password_file")
+
+
 class DriverParams(BaseModel):
     """Base of every driver's parameter model: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Resource(abc.ABC):

@@ -56,6 +56,72 @@ def _resolve(path: str, base_dir: Path | None) -> Path:
     return p if p.is_absolute() or base_dir is None else base_dir / p
 
 
+#: A script's output is logged line by line, each cut at this many characters ...
+MAX_LINE = 2000
+#: ... and at most this many lines per run (the rest is drained and counted, never logged).
+MAX_LINES = 1000
+
+
+def describe_exit(rc: int) -> str:
+    """``exited with 3``, or ``was killed by signal 9 (SIGKILL)`` for a negative code."""
+    if rc >= 0:
+        return f"exited with {rc}"
+    try:
+        name = f" ({signal.Signals(-rc).name})"
+    except ValueError:
+        name = ""
+    return f"was killed by signal {-rc}{name}"
+
+
+class _OutputLines:
+    """Split a script's output into log lines: printable text only, long lines cut, a bounded count.
+
+    NB: scripts may print binary junk, endless lines or floods; the pipe is always drained (a script
+    blocked on a full pipe would never exit), and the log stays readable and bounded.
+    """
+
+    def __init__(self, log: object, prefix: str) -> None:
+        self.log, self.prefix = log, prefix
+        self.buf = bytearray()
+        self.skipping = False  # inside an endless line whose head was logged
+        self.logged = self.dropped = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.buf += chunk
+        while (nl := self.buf.find(b"\n")) >= 0:
+            line, self.buf = bytes(self.buf[:nl]), self.buf[nl + 1:]
+            if self.skipping:
+                self.skipping = False
+            else:
+                self._emit(line)
+        if self.skipping:
+            self.buf.clear()
+        elif len(self.buf) > 4 * MAX_LINE:  # an endless line: log its head, skip to its end
+            self._emit(bytes(self.buf[:MAX_LINE]), cut=True)
+            self.buf.clear()
+            self.skipping = True
+
+    def close(self) -> None:
+        if self.buf and not self.skipping:
+            self._emit(bytes(self.buf))
+        self.buf.clear()
+        if self.dropped:
+            self.log.info("%s (%d more lines not logged)", self.prefix, self.dropped)  # type: ignore[attr-defined]
+
+    def _emit(self, raw: bytes, *, cut: bool = False) -> None:
+        text = raw.decode("utf-8", "replace")
+        text = "".join(ch if ch.isprintable() or ch == "\t" else "\ufffd" for ch in text[:MAX_LINE]).rstrip()
+        if not text:
+            return
+        if self.logged >= MAX_LINES:
+            self.dropped += 1
+            return
+        self.logged += 1
+        if cut or len(raw) > MAX_LINE:
+            text += " [cut]"
+        self.log.info("%s %s", self.prefix, text)  # type: ignore[attr-defined]
+
+
 async def run_script(
     argv: list[str],
     *,
@@ -82,10 +148,10 @@ async def run_script(
 
     async def pump() -> None:
         assert proc.stdout is not None
-        async for raw in proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip()
-            if line:
-                log.info("%s %s", log_prefix, line)  # type: ignore[attr-defined]
+        lines = _OutputLines(log, log_prefix)
+        while chunk := await proc.stdout.read(65536):  # NB: not readline: a line may be endless junk
+            lines.feed(chunk)
+        lines.close()
 
     try:
         pumper = asyncio.ensure_future(pump())
@@ -164,7 +230,7 @@ class ExecResource(Resource):
             log_prefix=f"group={self.ctx.group} resource={self.ctx.resource} script={which} |",
         )
         if rc != 0:
-            raise ResourceFailed(f"{self.ctx.group}/{self.ctx.resource}: {which} script exited with {rc}")
+            raise ResourceFailed(f"{self.ctx.group}/{self.ctx.resource}: {which} script {describe_exit(rc)}")
 
     async def start(self, env: StartEnv) -> None:
         if self._record.exists():

@@ -479,8 +479,13 @@ class EtcdCluster:
             return "(no log)"
 
 
-def make_test_pki(directory: str | os.PathLike[str], hosts: Sequence[str] = ("127.0.0.1",)) -> EtcdTLS:
+def make_test_pki(directory: str | os.PathLike[str], hosts: Sequence[str] = ("127.0.0.1",), *,
+                  client_subject: str = "/CN=kagemusha-client") -> EtcdTLS:
     """Create a throwaway CA, a server certificate for ``hosts`` and a client certificate.
+
+    NB: with etcd auth enabled, etcd's JSON gateway (which ``EtcdStore`` speaks) refuses a client
+    certificate that carries a CommonName ("CommonName of client sending a request against gateway
+    will be ignored"); for TLS plus auth pass a subject without CN, e.g. ``client_subject="/O=kagemusha"``.
 
     Uses the ``openssl`` command. Files are written to ``directory``.
 
@@ -504,7 +509,8 @@ def make_test_pki(directory: str | os.PathLike[str], hosts: Sequence[str] = ("12
     for name, ext in (("server", f"subjectAltName={san}\nextendedKeyUsage=serverAuth,clientAuth"),
                       ("client", "extendedKeyUsage=clientAuth")):
         (d / f"{name}.ext").write_text(ext + "\n")
-        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=kagemusha-{name}",
+        subject = client_subject if name == "client" else "/CN=kagemusha-server"
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
             "-keyout", f"{name}-key.pem", "-out", f"{name}.csr")
         run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
             "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem")
