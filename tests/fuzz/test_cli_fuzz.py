@@ -20,7 +20,7 @@ import typer.main
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kagemusha.cli._app import _attach, app, main
+from kagemusha.cli._app import build_app, main
 from tests.fuzz.conftest import examples
 
 #: Commands that would set up real processes given lucky arguments: not fuzzed here.
@@ -28,7 +28,7 @@ SKIP = {("domain", "setup"), ("domain", "start"), ("domain", "start-domain")}
 
 
 def _tree() -> list[tuple[tuple[str, ...], list[str]]]:
-    _attach()
+    app = build_app()  # every subcommand attached (the CLI itself attaches only the one that runs)
     out: list[tuple[tuple[str, ...], list[str]]] = []
 
     def walk(c: Any, prefix: tuple[str, ...]) -> None:

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from kagemusha.cli._app import _attach, app
+from kagemusha.cli._app import build_app
 from kagemusha.config import ClusterSection, GroupSpec, MonitorSpec, NodeSpec, ResourceSpec
 from kagemusha.monitors import REGISTRY as MONITORS
 from kagemusha.monitors import monitor_class
@@ -29,7 +29,7 @@ from kagemusha.resources import REGISTRY as RESOURCES
 from kagemusha.resources import driver_class
 from tests.fuzz.conftest import examples
 
-_attach()
+app = build_app(["config"])
 RUNNER = CliRunner()
 
 scalars = st.one_of(
