@@ -8,8 +8,8 @@ would prove nothing.
 """
 
 from __future__ import annotations
-
 import __future__
+
 import asyncio
 import importlib
 import inspect
@@ -146,6 +146,7 @@ def caught(kinds: set[str], exclude: frozenset[str] = KNOWN_AGENT_BUGS) -> sim.R
     assert rep.failures, f"the simulation did not notice the broken rule in {sim.DEFAULT_SCHEDULES} schedules"
     found = sim._kinds(rep.failures[0][1])
     assert found & kinds, f"expected a {kinds} violation, got {rep.failures[0][1]}"
+    print(f"caught in schedule {rep.failures[0][0]}: {rep.failures[0][1][0]}")
     return rep
 
 

@@ -98,6 +98,8 @@ class World:
         self.next_pid = 100
         self.procs: list[Proc] = []
         self.closing = False
+        #: virtual seconds between a write and its delivery to watchers
+        self.watch_delay = 0.002
         # faults
         self.outage = False
         self.partitions: dict[str, str] = {}  # node -> "refuse" | "blackhole"
@@ -434,6 +436,9 @@ class SimStore(Store):
             fut: asyncio.Future[None] = w.loop.create_future()
             b.waiters.append(fut)
             await fut
+            if w.watch_delay:
+                # etcd delivers watch events a little after the write; what lands meanwhile comes in one batch.
+                await asyncio.sleep(w.watch_delay)
             await w.gate(p)
             if self._unreachable() is not None:
                 raise StoreUnavailable("sim: store unreachable (watch)")

@@ -94,7 +94,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def _write_to_self(self) -> None:
         pass
 
-    def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:
+    def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:  # type: ignore[override]
         raise NotImplementedError("no signals on the virtual-time loop")
 
     def remove_signal_handler(self, sig: int) -> bool:

@@ -239,8 +239,12 @@ class Schedule:
         return max(longest_fence, RESOURCES_PER_GROUP * stop_timeout(p), p.store_timeout, p.watchdog)
 
     def settle(self) -> float:
-        """After ``t_quiet + settle`` the run may stop as soon as every group is online."""
-        return self.pending() + self.preset.heartbeat_timeout
+        """After ``t_quiet + settle`` the run may stop as soon as every group is online.
+
+        By then whatever was in flight when the faults stopped has ended (``P``); a group that is online
+        then, with every agent awake and the store healthy, stays so unless a bug moves it.
+        """
+        return self.pending()
 
     def bound(self) -> float:
         """The liveness bound B (module docstring)."""
@@ -523,7 +527,7 @@ class _Run:
 
     # -- faults
 
-    def at(self, t: float, fn: Callable[[], None]) -> None:
+    def at(self, t: float, fn: Callable[[], object]) -> None:
         self.loop.call_at(t, fn)
 
     def apply_fault(self, f: Fault) -> None:
@@ -738,7 +742,7 @@ def _teardown(loop: VirtualTimeLoop, w: World) -> None:
             break
     try:
         loop.run_until_complete(loop.shutdown_asyncgens())
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001, S110 - best effort: the run is over
         pass
     loop.close()
 
