@@ -83,7 +83,7 @@ def test_same_schedule_same_run() -> None:
 
 
 def test_a_quiet_cluster_brings_every_group_online() -> None:
-    for preset in sim.PRESETS:
+    for preset in sim.PRESET_NAMES:
         out = sim.run_schedule(sim.Schedule(sim.Setup("quiet:1", 3, 2, preset), ()))
         assert out.violations == []
         started = {(n, g) for _, n, g, _, what in out.timeline if what == "started"}

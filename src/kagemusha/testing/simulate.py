@@ -138,12 +138,58 @@ class Preset:
     watchdog: float
 
 
-PRESETS = {
-    # the defaults of cluster.toml: the rule heartbeat_interval + store_timeout + fence_margin <= ttl is tight
+_FIXED = {
+    # the defaults of cluster.toml (0.3 s of slack in heartbeat_timeout)
     "tight": Preset("tight", 0.2, 1.0, 0.3, 0.2, 0.5, 4.0, 0.0),
-    # a watchdog needs whole seconds: floor(ttl - hb - st) = 2
+    # a watchdog counts whole seconds: floor(ttl - hb - st) = 2
     "wd": Preset("wd", 0.5, 3.0, 0.5, 0.5, 1.0, 10.0, 2.0),
 }
+#: name -> (heartbeat_interval, store_timeout, fence_margin, watchdog): heartbeat_timeout is the smallest
+#: the config validation accepts, whatever the timing rule in force is (``config.timing_errors``).
+_EDGE = {"edge": (0.2, 0.3, 0.2, False), "wd-edge": (0.5, 0.5, 1.0, True)}
+PRESET_NAMES = ("edge", "tight", "wd", "wd-edge")
+_PRESETS: dict[str, Preset] = {}
+
+
+def preset(name: str) -> Preset:
+    """The timers called ``name``; the ``edge`` ones sit exactly at the bound the timing rule allows."""
+    if name in _PRESETS:
+        return _PRESETS[name]
+    if name in _FIXED:
+        p = _FIXED[name]
+    else:
+        hb, st, fm, wd = _EDGE[name]
+        ttl = _smallest_valid_ttl(hb, st, fm)
+        if wd:
+            ttl = max(ttl, hb + st + 1.0)  # a watchdog of at least 1 s
+        p = Preset(name, hb, ttl, st, fm, 2 * hb, 10 * ttl, float(math.floor(ttl - hb - st + 1e-9)) if wd else 0.0)
+    _PRESETS[name] = p
+    return p
+
+
+def _smallest_valid_ttl(hb: float, st: float, fm: float) -> float:
+    from kagemusha.config import Config
+    from kagemusha.config._load import timing_errors
+
+    base = Config.model_validate({"cluster": {"name": "x"}, "nodes": [{"name": "n1", "address": "127.0.0.1:1"}]})
+
+    def ok(ttl: float) -> bool:
+        c = base.model_copy(update={"cluster": base.cluster.model_copy(update={
+            "heartbeat_interval": hb, "heartbeat_timeout": ttl, "store_timeout": st, "fence_margin": fm})})
+        return not timing_errors(c)
+
+    hi = 60.0
+    if not ok(hi):
+        raise RuntimeError(f"no heartbeat_timeout up to {hi}s passes the timing rule for hb={hb} st={st} fm={fm}")
+    lo_c, hi_c = 1, int(hi * 100)
+    while lo_c < hi_c:
+        mid = (lo_c + hi_c) // 2
+        if ok(mid / 100):
+            hi_c = mid
+        else:
+            lo_c = mid + 1
+    return hi_c / 100
+
 
 START_DELAY = 0.05
 STOP_DELAY = 0.05
@@ -227,7 +273,7 @@ class Schedule:
 
     @property
     def preset(self) -> Preset:
-        return PRESETS[self.setup.preset]
+        return preset(self.setup.preset)
 
     def t_quiet(self) -> float:
         return max([f.at + f.dur for f in self.faults] + [first_fault_at(self.preset)])
@@ -264,8 +310,8 @@ def generate(seed: str, exclude: frozenset[str] = frozenset()) -> Schedule:
     ``exclude`` names fault kinds (``agent-crash``) or an ``apply`` variant (``apply:add``) to leave out.
     """
     rng = random.Random(seed)
-    setup = Setup(seed, rng.choice((2, 3)), rng.choice((1, 2)), rng.choice(sorted(PRESETS)))
-    p = PRESETS[setup.preset]
+    setup = Setup(seed, rng.choice((2, 3)), rng.choice((1, 2)), rng.choice(PRESET_NAMES))
+    p = preset(setup.preset)
     nodes = [f"n{i + 1}" for i in range(setup.nodes)]
     groups = [f"g{i + 1}" for i in range(setup.groups)]
     ttl = p.heartbeat_timeout
@@ -283,7 +329,8 @@ def generate(seed: str, exclude: frozenset[str] = frozenset()) -> Schedule:
     for _ in range(rng.randint(1, 4)):
         at = round(t0 + rng.uniform(0, window), 3)
         kind = rng.choice(kinds)
-        node = rng.choice(nodes)
+        # Faults come in clusters: half of them hit the node the previous one hit.
+        node = faults[-1].node if faults and faults[-1].node and rng.random() < 0.5 else rng.choice(nodes)
         group = rng.choice(groups)
         dur = round(rng.uniform(0.3, 1.5) * ttl, 3)
         if kind in ("crash", "agent-crash", "leave"):
