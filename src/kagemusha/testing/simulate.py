@@ -939,6 +939,11 @@ def main(argv: list[str] | None = None) -> int:
     exclude = frozenset(x.strip() for x in args.exclude.split(",") if x.strip())
     rep = run_many(args.schedules, args.seed, workers=args.workers, exclude=exclude)
     print(f"{rep.schedules} schedules, {len(rep.failures)} violations")
+    if rep.failures:
+        from collections import Counter
+
+        by_kind = Counter(k for _, v in rep.failures for k in _kinds(v))
+        print("by invariant: " + ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items())))
     print(f"({rep.seconds:.1f} s wall, {rep.cpu_seconds:.1f} s CPU in {args.workers} workers, "
           f"{rep.virtual_seconds:.0f} s virtual)")
     _quiet_logs()
