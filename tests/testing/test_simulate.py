@@ -91,40 +91,68 @@ def test_a_quiet_cluster_brings_every_group_online() -> None:
 
 
 # -- the real code -------------------------------------------------------------------------
+#
+# Bugs the simulation found in the agent as it is (issue 10). Each is a shrunk schedule that breaks an
+# invariant today; the tests are strict xfails, so each one fails (XPASS) once the bug is fixed: then drop
+# its entry here. Replay one with its trace: python -m kagemusha.testing.simulate --replay '<schedule>' --trace
 
-KNOWN_AGENT_BUGS = frozenset({"apply:add"})
+AGENT_BUGS = {
+    "apply-add-crashes-agents": (
+        ("`config apply` adding a group crashes every agent: KeyError in Agent._cycle (the epochs are taken "
+        "before _maybe_reconfigure adds the group)"),
+        "seed=1:2 nodes=2 groups=2 preset=tight | 1.837 apply mode=add",
+    ),
+    "apply-drop-during-fence": (
+        ("`config apply` removing a group while the node fences: RuntimeError 'dictionary changed size during "
+        "iteration' in Agent._fence_all (a retiring group's worker deletes it from self.groups)"),
+        "seed=7:523 nodes=2 groups=2 preset=tight | 1.040 apply mode=drop; 1.053 partition n2 dur=0.480 mode=blackhole",
+    ),
+    "apply-res-lost-on-fence": (
+        ("`config apply` changing a running group's resources is lost when a fence cancels the _replace worker: "
+        "the node runs the old resource set for good (liveness: r3 never starts)"),
+        "seed=7:196 nodes=3 groups=2 preset=tight | 1.285 slow n1 dur=1.284 x=0.354; 1.460 apply mode=res; 2.028 leave n2",
+    ),
+    "supervisor-fences-with-start-config": (
+        ("the supervisor fences with the config the agent started with: a resource added by `config apply` "
+        "survives kill -9 of the agent while the standby starts the group"),
+        "seed=7:319 nodes=2 groups=2 preset=tight | 1.244 apply mode=res; 1.859 agent-crash n1",
+    ),
+    "take-runs-after-fence": (
+        ("a TAKE decided before a fence still runs after it (slow store): the node starts the group without "
+        "owning it while the owner runs it"),
+        "seed=11:598 nodes=3 groups=1 preset=tight | 1.415 slow n2 dur=1.468 x=0.399; 2.135 move n2 g1",
+    ),
+    "watchdog-unarmed-after-start": (
+        ("the watchdog is armed only at the first renewal after a group starts: an agent that hangs in between "
+        "is never reset and runs the group past its lease while the standby starts it"),
+        "seed=wd:1 nodes=2 groups=1 preset=wd | 2.500 crash n1; 5.300 hang n2 dur=4.000; 6.000 rejoin n1",
+    ),
+}
 
 
-def test_real_agent_holds_every_invariant_without_known_bugs() -> None:
-    """A few hundred schedules, leaving out the faults that hit agent bugs already reported (see below)."""
-    rep = sim.run_many(200, "real", exclude=KNOWN_AGENT_BUGS)
-    assert rep.failures == []
+@pytest.mark.parametrize("bug", sorted(AGENT_BUGS))
+def test_known_agent_bug_is_found(bug: str, request: pytest.FixtureRequest) -> None:
+    why, schedule = AGENT_BUGS[bug]
+    request.applymarker(pytest.mark.xfail(strict=True, reason=f"agent bug: {why}"))
+    out = sim.run_schedule(sim.Schedule.parse(schedule))
+    assert out.violations == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent bug (issue 10, helper h7): `config apply` that adds a group crashes every agent running it: "
-    "KeyError in Agent._cycle (epochs taken before _maybe_reconfigure adds the group); replay: "
-    "python -m kagemusha.testing.simulate --replay 'seed=1:2 nodes=2 groups=2 preset=tight | 1.837 apply mode=add'",
-)
+@pytest.mark.xfail(strict=True, reason="the agent bugs above (AGENT_BUGS) break invariants in random schedules too")
 def test_real_agent_holds_every_invariant() -> None:
-    rep = sim.run_many(200, "real", stop_first=True)
+    """A few hundred random schedules on the real code: 0 violations (stops at the first one)."""
+    rep = sim.run_many(300, "real", stop_first=True)
     assert rep.failures == []
-
-
-def test_config_apply_adding_a_group_is_survived() -> None:
-    """The shrunk schedule of the bug above, on its own (fails until the agent is fixed)."""
-    s = sim.Schedule.parse("seed=1:2 nodes=2 groups=2 preset=tight | 1.837 apply mode=add")
-    out = sim.run_schedule(s)
-    if out.violations:
-        pytest.xfail("known agent bug: " + out.violations[0])
 
 
 # -- the simulation can fail: one broken safety rule at a time -------------------------------
 
 
-def mutate(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, *edits: tuple[str, str]) -> None:
-    """Replace ``owner.name`` (a function or method) by a copy of its source with ``edits`` applied."""
+Mutant = tuple[Any, str, Any]  # (owner, attribute, replacement)
+
+
+def mutant(owner: Any, name: str, *edits: tuple[str, str]) -> Mutant:
+    """A copy of ``owner.name`` (a function or method) with ``edits`` applied to its source."""
     func = inspect.unwrap(getattr(owner, name))
     src = textwrap.dedent(inspect.getsource(func))
     for old, new in edits:
@@ -133,82 +161,94 @@ def mutate(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, *edits: tuple
             "to break the same rule in the new code"
         )
         src = src.replace(old, new)
-    glb = func.__globals__
     code = compile(src, inspect.getsourcefile(func) or "<mutant>", "exec",
                    flags=__future__.annotations.compiler_flag, dont_inherit=True)
     ns: dict[str, Any] = {}
-    exec(code, glb, ns)  # noqa: S102 - a mutant of our own code, for the self-test
-    monkeypatch.setattr(owner, name, ns[name])
+    exec(code, func.__globals__, ns)  # noqa: S102 - a mutant of our own code, for the self-test
+    return (owner, name, ns[name])
 
 
-def caught(kinds: set[str], exclude: frozenset[str] = KNOWN_AGENT_BUGS) -> sim.Report:
-    rep = sim.run_many(sim.DEFAULT_SCHEDULES, "selftest", stop_first=True, exclude=exclude)
-    assert rep.failures, f"the simulation did not notice the broken rule in {sim.DEFAULT_SCHEDULES} schedules"
-    found = sim._kinds(rep.failures[0][1])
-    assert found & kinds, f"expected a {kinds} violation, got {rep.failures[0][1]}"
-    print(f"caught in schedule {rep.failures[0][0]}: {rep.failures[0][1][0]}")
-    return rep
+#: fault kinds whose known agent bugs (above) would be reported before the injected one
+MASKING = frozenset({"apply"})
+
+
+def caught(monkeypatch: pytest.MonkeyPatch, mutants: list[Mutant], kinds: set[str]) -> int:
+    """The first schedule (of the default count) that breaks one of ``kinds`` with the mutants installed and
+    none without them: the broken rule, not a known bug, is what the simulation reports."""
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in mutants]
+    for i in range(sim.DEFAULT_SCHEDULES):
+        s = sim.generate(sim.schedule_seed("selftest", i), MASKING)
+        with monkeypatch.context() as m:
+            for owner, name, fn in mutants:
+                m.setattr(owner, name, fn)
+            out = sim.run_schedule(s)
+        if not out.violations or not sim._kinds(out.violations) & kinds:
+            continue
+        assert all(getattr(o, n) is f for o, n, f in originals)
+        if sim.run_schedule(s).violations:
+            continue  # a known bug of the real code, not the mutation
+        print(f"caught in schedule {i}: {out.violations[0]}")
+        return i
+    raise AssertionError(f"the simulation did not notice the broken rule in {sim.DEFAULT_SCHEDULES} schedules")
 
 
 def test_finds_fence_skipped_on_lease_loss(monkeypatch: pytest.MonkeyPatch) -> None:
     from kagemusha.agent._agent import Agent
 
-    mutate(monkeypatch, Agent, "_fence_all", (
+    caught(monkeypatch, [mutant(Agent, "_fence_all", (
         "results = await asyncio.gather(*(rt.fence() for rt in self.groups.values()))",
         "results = [[] for _ in self.groups.values()]",
-    ))
-    caught({"split-brain"})
+    ))], {"split-brain"})
 
 
 def test_finds_renewal_deadline_counted_from_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     from kagemusha.agent._agent import Agent
 
-    mutate(monkeypatch, Agent, "_lease_keeper", (
+    caught(monkeypatch, [mutant(Agent, "_lease_keeper", (
         "self.valid_until = sent + min(ttl, c.heartbeat_timeout)",
         "self.valid_until = self.clock.monotonic() + min(ttl, c.heartbeat_timeout)",
-    ))
-    caught({"split-brain", "start-without-lease", "start-without-ownership"})
+    ))], {"split-brain", "start-without-lease", "start-without-ownership"})
 
 
 def test_finds_renewal_retried_past_the_fence_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     from kagemusha.agent._agent import Agent
 
-    mutate(monkeypatch, Agent, "_lease_keeper", (
+    caught(monkeypatch, [mutant(Agent, "_lease_keeper", (
         "if now + c.store_timeout + c.fence_margin < self.valid_until:",
         "if now < self.valid_until:",
-    ))
-    caught({"split-brain", "start-without-lease", "start-without-ownership"})
+    ))], {"split-brain", "start-without-lease", "start-without-ownership"})
 
 
 def test_finds_take_while_the_owner_lease_lives(monkeypatch: pytest.MonkeyPatch) -> None:
     """A move target that takes the group at once, overwriting the owner key, instead of waiting for it."""
-    from kagemusha.agent._agent import Agent
+    import kagemusha.agent._agent as agent_mod
 
     decide_mod = importlib.import_module("kagemusha.cluster.decide")
-    mutate(monkeypatch, decide_mod, "decide", (
+    broken = mutant(decide_mod, "decide", (
         "elif owner is None:",
         "elif owner is None or (g.move_to == view.node and owner.node != view.node):",
     ))
-    mutate(monkeypatch, Agent, "_execute", (
-        "owner, expected_revision=0, lease=self.lease_id)",
-        "owner, expected_revision=self.snapshot.group(rt.name).owner_revision, lease=self.lease_id)",
-    ))
-    monkeypatch.setattr("kagemusha.agent._agent.decide", decide_mod.decide)
-    caught({"split-brain"})
+    caught(monkeypatch, [
+        broken,
+        (agent_mod, "decide", broken[2]),
+        mutant(agent_mod.Agent, "_execute", (
+            "owner, expected_revision=0, lease=self.lease_id)",
+            "owner, expected_revision=self.snapshot.group(rt.name).owner_revision, lease=self.lease_id)",
+        )),
+    ], {"split-brain"})
 
 
 def test_finds_an_owner_key_written_without_a_lease(monkeypatch: pytest.MonkeyPatch) -> None:
     from kagemusha.agent._agent import Agent
 
-    mutate(monkeypatch, Agent, "_execute", (
+    caught(monkeypatch, [mutant(Agent, "_execute", (
         "owner, expected_revision=0, lease=self.lease_id)",
         "owner, expected_revision=0, lease=None)",
-    ))
-    caught({"owner-without-lease"})
+    ))], {"owner-without-lease"})
 
 
 def test_finds_a_start_under_a_previous_lease(monkeypatch: pytest.MonkeyPatch) -> None:
     """An owner key of this node's previous lease taken as proof of ownership."""
     decide_mod = importlib.import_module("kagemusha.cluster.decide")
-    monkeypatch.setattr(decide_mod, "_same_lease", lambda a, b: True)
-    caught({"start-without-ownership", "split-brain"})
+    caught(monkeypatch, [(decide_mod, "_same_lease", lambda a, b: True)],
+           {"start-without-ownership", "split-brain"})

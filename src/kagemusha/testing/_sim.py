@@ -103,7 +103,7 @@ class World:
         # faults
         self.outage = False
         self.partitions: dict[str, str] = {}  # node -> "refuse" | "blackhole"
-        self.slow: dict[str, float] = {}  # node -> max delay
+        self.slow: dict[str, tuple[float, str]] = {}  # node -> (max delay, slow leg: answer|request|both)
         self.stop_fail: dict[tuple[str, str], str] = {}  # (node, group) -> "raise" | "hang"
         self.fence_fail: set[str] = set()
         self.fence_delay: dict[str, float] = {}
@@ -342,11 +342,15 @@ class SimStore(Store):
             await asyncio.sleep(timeout)
             await w.gate(p)
             raise StoreUnavailable("sim: store did not answer")
-        delay = w.slow.get(p.node, 0.0) if p.kind != "ctl" else 0.0
-        if not delay:
+        slow = w.slow.get(p.node) if p.kind != "ctl" else None
+        if slow is None:
             return op()
-        delay = w.rng.uniform(0.0, delay)
-        there = w.rng.uniform(0.0, delay)
+        most, how = slow
+        delay = most * w.rng.uniform(0.5, 1.0)
+        # Which leg is slow: the answer (the store acted long before the client hears of it), the request
+        # (it acts late), or either.
+        share = {"answer": (0.0, 0.2), "request": (0.8, 1.0)}.get(how, (0.0, 1.0))
+        there = delay * w.rng.uniform(*share)
         back = delay - there
         if there >= timeout:
             # The request arrives after the client gave up: it may still change the store.

@@ -19,8 +19,9 @@ in-memory store (``_sim.SimStore``), and injects a random list of faults:
 ``outage d``        no client can reach the store for ``d`` s
 ``partition n d m`` node ``n`` cannot reach the store for ``d`` s; ``m`` = refuse (at once) | blackhole
                     (no answer until the client's ``store_timeout``)
-``slow n d x``      for ``d`` s each store call of ``n`` takes up to ``x`` s (request and answer leg; past
-                    ``store_timeout`` the client gives up although the write may land)
+``slow n d x m``    for ``d`` s each store call of ``n`` takes ``x/2``..``x`` s; m = answer (the store acts
+                    at once, the answer is late) | request (it acts late) | both; past ``store_timeout``
+                    the client gives up although the write may land
 ``stop-fail n g d`` for ``d`` s stopping ``g`` on ``n`` fails (m = raise | hang past ``stop_timeout``)
 ``fence-fail n d``  for ``d`` s every fence on ``n`` fails (resources stay up); watchdog presets only
 ``fence-slow n d x`` for ``d`` s every fence on ``n`` takes ``x`` s (past ``fence_margin`` only with a
@@ -317,14 +318,15 @@ def generate(seed: str, exclude: frozenset[str] = frozenset()) -> Schedule:
     ttl = p.heartbeat_timeout
     t0 = first_fault_at(p)
     window = 2 * ttl
-    kinds = ["crash", "agent-crash", "outage", "partition", "slow", "stop-fail", "fence-slow", "monitor-fail",
-             "move", "apply", "leave"]
+    # kind -> weight: the store faults (which make or break lease safety) come most often
+    weights = {"crash": 2, "agent-crash": 2, "outage": 2, "partition": 2, "slow": 3, "stop-fail": 1, "fence-slow": 1,
+               "monitor-fail": 1, "move": 2, "apply": 1, "leave": 1}
     if p.watchdog:
-        kinds += ["hang", "fence-fail"]
-    kinds = [k for k in kinds if k not in exclude]
+        weights |= {"hang": 2, "fence-fail": 1}
+    kinds = [k for k, n in weights.items() if k not in exclude for _ in range(n)]
     variants = [v for v in ("add", "drop", "mon", "res", "order") if f"apply:{v}" not in exclude]
-    if not variants and "apply" in kinds:
-        kinds.remove("apply")
+    if not variants:
+        kinds = [k for k in kinds if k != "apply"]
     faults: list[Fault] = []
     for _ in range(rng.randint(1, 4)):
         at = round(t0 + rng.uniform(0, window), 3)
@@ -342,7 +344,11 @@ def generate(seed: str, exclude: frozenset[str] = frozenset()) -> Schedule:
         elif kind == "partition":
             faults.append(Fault(at, kind, node, dur=dur, mode=rng.choice(("refuse", "blackhole"))))
         elif kind == "slow":
-            faults.append(Fault(at, kind, node, dur=dur, x=round(rng.uniform(0.2, 1.6) * p.store_timeout, 3)))
+            faults.append(Fault(at, kind, node, dur=dur, x=round(rng.uniform(0.6, 1.5) * p.store_timeout, 3),
+                                mode=rng.choice(("answer", "request", "both"))))
+            if rng.random() < 0.5:  # a link that degrades, then breaks
+                faults.append(Fault(round(at + dur, 3), "partition", node, dur=round(rng.uniform(0.3, 1.5) * ttl, 3),
+                                    mode=rng.choice(("refuse", "blackhole"))))
         elif kind == "stop-fail":
             faults.append(Fault(at, kind, node, group, dur=dur, mode=rng.choice(("raise", "hang"))))
         elif kind == "fence-slow":
@@ -618,7 +624,7 @@ class _Run:
             w.partitions[f.node] = f.mode or "refuse"
             self.at(end, lambda: w.partitions.pop(f.node, None))
         elif f.kind == "slow":
-            w.slow[f.node] = f.x
+            w.slow[f.node] = (f.x, f.mode or "both")
             self.at(end, lambda: w.slow.pop(f.node, None))
         elif f.kind == "stop-fail":
             w.stop_fail[(f.node, f.group)] = f.mode or "raise"
