@@ -251,6 +251,20 @@ class SimBackend(MemoryBackend):
         super().remove(key)
         self.world.notify()
 
+    def drop(self, lid: int) -> None:
+        """A lease ends (expiry or revoke): the node must no longer run a group it owned under it."""
+        w = self.world
+        proc = w.lease_proc.get(lid)
+        if proc is not None and lid in self.leases:
+            for key, group in w.owner_keys.items():
+                kv = self.kv.get(key)
+                running = w.running.get(group, {}).get(proc.node)
+                if kv is not None and kv.lease == lid and running:
+                    how = "expired" if self.leases[lid][1] <= self.clock() else "was revoked"
+                    w.violation(f"run-past-lease: {proc.node} still runs {group} ({','.join(sorted(running))}) "
+                                f"when lease {lid}, which holds its owner key, {how}")
+        super().drop(lid)
+
     def expire_at(self, when: float) -> None:
         self.world.loop.call_at(when, self.reap)
 

@@ -8,7 +8,12 @@ Run::
 Each *schedule* builds a cluster of 2-3 nodes and 1-2 failover groups (each group: two ``sim`` resources
 and one ``sim`` monitor), starts one real ``kagemusha.agent.Agent`` per node (the real lease keeper,
 decision loop, ``decide`` and group workers) on a ``VirtualTimeLoop``, each with its own client of one
-in-memory store (``_sim.SimStore``), and injects a random list of faults:
+in-memory store (``_sim.SimStore``), and injects a random list of 1-4 faults (store faults weighted up; half
+of them hit the node the previous one hit; a slow link mostly breaks afterwards). Timer presets:
+``tight`` (the defaults of ``cluster.toml``), ``retry`` (room for renewal retries, ``fence_margin`` below
+``store_timeout``), ``wd`` (with a watchdog), and ``edge`` / ``wd-edge`` whose
+``heartbeat_timeout`` is the smallest the timing rule in force accepts (``config.timing_errors``), so the
+simulation checks the rule itself. Faults:
 
 ==================  =====================================================================================
 ``crash n``         node crash: the agent dies, every resource of the node dies with it
@@ -43,6 +48,9 @@ Invariants, checked while it runs and at the end:
 - *start-without-lease*: at every ``start``, the starting agent holds a live lease at the store;
 - *start-without-ownership*: at every ``start``, the group's owner key names this node under one of the
   starting agent's live leases (an action runs only under the lease it was decided under);
+- *run-past-lease*: when a lease ends (expires or is revoked), the node no longer runs any resource of a
+  group whose owner key the lease held (a node fences before its lease can expire; the standby may start
+  at that instant);
 - *agent-error*: an agent ends with an unexpected exception;
 - *liveness*: once the faults stop (``t_quiet``: every fault with a duration has ended and all are
   healed), within the bound ``B`` every group with a live eligible node is online: its owner key names a
@@ -65,9 +73,19 @@ node is *eligible* for the check when its agent is alive, not hung, holds a leas
 nodes and has no failure mark that would still exclude it at ``t_end - B`` (marks expire after
 ``failure_expiry``).
 
+A run stops early, after ``t_quiet + P``, as soon as every group is online; otherwise at ``t_quiet + B``.
+
 Output: ``N schedules, K violations`` (K = schedules with a violation) and, for each of the first
 violations, the schedule seed, what broke, and the schedule shrunk by delta debugging (faults dropped one
-by one while it still fails), in the form ``--replay`` takes. Exit status 1 when K > 0.
+by one while it still fails), in the form ``--replay`` takes. Exit status 1 when K > 0. ``--exclude``
+leaves fault kinds out (e.g. ``--exclude apply`` while a known ``config apply`` bug would hide the rest).
+
+Determinism: a schedule's faults and every random choice made while it runs (store delays) come from its
+seed; the loop runs callbacks in FIFO order and timers by time, then by insertion; ``main`` re-executes
+itself with ``PYTHONHASHSEED=0``. No thread, subprocess or real I/O runs on the virtual loop: the
+supervisor's ``fence_node`` is replayed without its ``asyncio.to_thread`` leftover kill. NB: the
+``kagemusha.control`` functions used for ``move`` and ``apply`` stamp records with the real clock
+(``time.time``), which changes no decision.
 """
 
 from __future__ import annotations
@@ -144,11 +162,13 @@ _FIXED = {
     "tight": Preset("tight", 0.2, 1.0, 0.3, 0.2, 0.5, 4.0, 0.0),
     # a watchdog counts whole seconds: floor(ttl - hb - st) = 2
     "wd": Preset("wd", 0.5, 3.0, 0.5, 0.5, 1.0, 10.0, 2.0),
+    # room for renewal retries (hb + 2 st + fm < ttl) and a fence_margin below store_timeout
+    "retry": Preset("retry", 0.2, 1.2, 0.3, 0.1, 0.5, 5.0, 0.0),
 }
 #: name -> (heartbeat_interval, store_timeout, fence_margin, watchdog): heartbeat_timeout is the smallest
 #: the config validation accepts, whatever the timing rule in force is (``config.timing_errors``).
 _EDGE = {"edge": (0.2, 0.3, 0.2, False), "wd-edge": (0.5, 0.5, 1.0, True)}
-PRESET_NAMES = ("edge", "tight", "wd", "wd-edge")
+PRESET_NAMES = ("edge", "retry", "tight", "wd", "wd-edge")
 _PRESETS: dict[str, Preset] = {}
 
 
@@ -345,10 +365,10 @@ def generate(seed: str, exclude: frozenset[str] = frozenset()) -> Schedule:
             faults.append(Fault(at, kind, node, dur=dur, mode=rng.choice(("refuse", "blackhole"))))
         elif kind == "slow":
             faults.append(Fault(at, kind, node, dur=dur, x=round(rng.uniform(0.6, 1.5) * p.store_timeout, 3),
-                                mode=rng.choice(("answer", "request", "both"))))
-            if rng.random() < 0.5:  # a link that degrades, then breaks
+                                mode=rng.choice(("answer", "answer", "request", "both"))))
+            if rng.random() < 0.7:  # a link that degrades, then breaks
                 faults.append(Fault(round(at + dur, 3), "partition", node, dur=round(rng.uniform(0.3, 1.5) * ttl, 3),
-                                    mode=rng.choice(("refuse", "blackhole"))))
+                                    mode=rng.choice(("refuse", "blackhole", "blackhole"))))
         elif kind == "stop-fail":
             faults.append(Fault(at, kind, node, group, dur=dur, mode=rng.choice(("raise", "hang"))))
         elif kind == "fence-slow":
