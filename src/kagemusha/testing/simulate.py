@@ -823,6 +823,15 @@ def _teardown(loop: VirtualTimeLoop, w: World) -> None:
 # -- shrinking ------------------------------------------------------------------------------------
 
 
+def _first_kind(violations: list[str]) -> str:
+    """The invariant (and, for agent errors, the exception and place) of the first violation."""
+    v = violations[0].split(" ", 2)
+    kind = v[1].rstrip(":")
+    if kind == "agent-error" and " at " in v[2]:
+        return kind + v[2].split(" raised ", 1)[-1].split(":", 1)[0] + v[2].rsplit(" at ", 1)[1].split(" ", 1)[0]
+    return kind
+
+
 def _kinds(violations: list[str]) -> set[str]:
     return {v.split(" ", 2)[1].rstrip(":") for v in violations}
 
@@ -973,7 +982,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"({rep.seconds:.1f} s wall, {rep.cpu_seconds:.1f} s CPU in {args.workers} workers, "
           f"{rep.virtual_seconds:.0f} s virtual)")
     _quiet_logs()
-    for i, violations in rep.failures[: args.show]:
+    # One of each kind of first violation first (a common bug would fill the list), then the rest in order.
+    firsts: dict[str, tuple[int, list[str]]] = {}
+    for f in rep.failures:
+        firsts.setdefault(_first_kind(f[1]), f)
+    shown = list(firsts.values()) + [f for f in rep.failures if f not in firsts.values()]
+    for i, violations in shown[: args.show]:
         s = generate(schedule_seed(args.seed, i), exclude)
         small, out = shrink(s)
         print(f"\nschedule {i} (seed {schedule_seed(args.seed, i)}): {violations[0]}")
