@@ -1,5 +1,5 @@
 # Two entry points, both install what they need first (scripts/bootstrap).
-.PHONY: demo test bootstrap lint bench fuzz
+.PHONY: demo test bootstrap lint bench fuzz sim
 
 bootstrap:
 	@bash scripts/bootstrap
@@ -31,3 +31,9 @@ bench: bootstrap
 # The fuzz tests' full run (>= 1,000 generated inputs per property; `make test` runs a short one).
 fuzz: bootstrap
 	KAGEMUSHA_FUZZ=full .venv/bin/python -m pytest -q tests/fuzz
+
+# Deterministic simulation of the whole agent (kagemusha.testing.simulate): SIM_SCHEDULES=10000 for the full run.
+SIM_SCHEDULES ?= 2000
+SIM_SEED ?= 1
+sim: bootstrap
+	.venv/bin/python -m kagemusha.testing.simulate --schedules $(SIM_SCHEDULES) --seed $(SIM_SEED)

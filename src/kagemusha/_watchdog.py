@@ -16,7 +16,7 @@ ioctl. On a real device, failing to set the timeout is an error: the agent
 then starts nothing.
 
 NB: the watchdog's granularity is whole seconds, so the config check requires
-``heartbeat_timeout - heartbeat_interval - store_timeout >= 1`` when a
+``heartbeat_timeout - store_timeout - fence_margin >= 1`` when a
 watchdog is configured (``config/_load.py``).
 """
 
@@ -37,9 +37,13 @@ log = logging.getLogger("kagemusha.watchdog")
 WDIOC_SETTIMEOUT = 0xC0045706
 
 
-def watchdog_timeout(heartbeat_timeout: float, heartbeat_interval: float, store_timeout: float) -> int:
-    """Whole seconds the device may go without a ping: it must fire before the lease TTL runs out."""
-    return math.floor(heartbeat_timeout - heartbeat_interval - store_timeout)
+def watchdog_timeout(heartbeat_timeout: float, store_timeout: float, fence_margin: float) -> int:
+    """Whole seconds the device may go without a ping.
+
+    A ping sent with a renewal's answer (at most ``store_timeout`` after the send) must let the device
+    fire ``fence_margin`` before the lease can expire at the store: ``floor(T - S - M)``.
+    """
+    return math.floor(heartbeat_timeout - store_timeout - fence_margin + 1e-9)
 
 
 class Watchdog:

@@ -100,7 +100,7 @@ class Agent:
         c = config.cluster
         from kagemusha._watchdog import watchdog_timeout
 
-        self.watchdog_seconds = watchdog_timeout(c.heartbeat_timeout, c.heartbeat_interval, c.store_timeout)
+        self.watchdog_seconds = watchdog_timeout(c.heartbeat_timeout, c.store_timeout, c.fence_margin)
         self.watchdog: Any = watchdog
         if watchdog is None and c.watchdog is not None:
             from kagemusha._watchdog import Watchdog
@@ -451,8 +451,9 @@ class Agent:
     def _feed_watchdog(self) -> None:
         """Feed the watchdog while it is safe and useful; disarm it when the node runs nothing.
 
-        Fed only if the device, counting from now, fires no later than the lease may expire at the store
-        (``now + watchdog_seconds <= valid_until``), and not while a fence has stopped making progress:
+        Fed only if the device, counting from now, fires ``fence_margin`` before the lease may expire at the
+        store (``now + watchdog_seconds + fence_margin <= valid_until``), and not while a fence has stopped
+        making progress:
         then the machine resets before the lease expires and a standby starts (docs/fencing.md).
         """
         wd = self.watchdog
@@ -465,7 +466,7 @@ class Agent:
             if self._fence_stuck():
                 self._note("watchdog", "watchdog not fed: the fence makes no progress")
                 return
-            if self.clock.monotonic() + self.watchdog_seconds > self.valid_until:
+            if self.clock.monotonic() + self.watchdog_seconds + self.config.cluster.fence_margin > self.valid_until:
                 return
             wd.ping()
         except OSError as exc:
@@ -483,7 +484,7 @@ class Agent:
         wd = self.watchdog
         if wd is None:
             return True
-        if self.clock.monotonic() + self.watchdog_seconds > self.valid_until:
+        if self.clock.monotonic() + self.watchdog_seconds + self.config.cluster.fence_margin > self.valid_until:
             return False  # too close to the lease's end: the next renewal makes it safe
         try:
             wd.arm()

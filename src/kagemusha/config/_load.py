@@ -193,14 +193,14 @@ def _cluster_errors(c: ClusterSection, base_dir: Path | None) -> Errors:
     if c.watchdog is not None:
         from kagemusha._watchdog import watchdog_timeout
 
-        wd = watchdog_timeout(c.heartbeat_timeout, c.heartbeat_interval, c.store_timeout)
+        wd = watchdog_timeout(c.heartbeat_timeout, c.store_timeout, c.fence_margin)
         gap = c.heartbeat_interval + 2 * c.store_timeout + retry_backoff(c.heartbeat_interval, c.store_timeout)
         if wd < 1:
             errors.append(("cluster.watchdog", "the kernel watchdog counts whole seconds: it needs cluster.heartbeat_timeout "
-                           "- cluster.heartbeat_interval - cluster.store_timeout >= 1 (e.g. heartbeat_timeout = 2.0)"))
+                           "- cluster.store_timeout - cluster.fence_margin >= 1 (e.g. heartbeat_timeout = 2.0)"))
         elif wd <= gap:
-            errors.append(("cluster.watchdog", f"the watchdog timeout ({wd}s = floor(heartbeat_timeout - heartbeat_interval "
-                           f"- store_timeout)) must exceed the longest healthy gap between two renewals ({gap:g}s = "
+            errors.append(("cluster.watchdog", f"the watchdog timeout ({wd}s = floor(heartbeat_timeout - store_timeout "
+                           f"- fence_margin)) must exceed the longest healthy gap between two renewals ({gap:g}s = "
                            "heartbeat_interval + 2 * store_timeout + retry back-off): raise cluster.heartbeat_timeout"))
     errors.extend(_timing_errors(c))
     return errors

@@ -3,6 +3,8 @@
 - ``check_store(make_store)``: the store contract, against any backend.
 - ``check_driver(make_driver, params)``: the resource contract (ocf-tester's script).
 - ``MemoryStore``: an in-memory store (passes ``check_store``) for unit tests above the store.
+- ``python -m kagemusha.testing.simulate``: the deterministic simulation of the whole agent (several real
+  agents on a virtual clock, random fault schedules, invariant checks); imported only when run.
 """
 
 from __future__ import annotations

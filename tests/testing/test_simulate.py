@@ -1,0 +1,270 @@
+"""The deterministic simulation (``kagemusha.testing.simulate``): it runs, it is deterministic, it can fail.
+
+The self-tests break one safety rule at a time in a copy of the decision, lease or agent code (a textual
+mutation of one function, installed with ``monkeypatch``) and check that the simulation reports it within
+its default schedule count. When a mutation target is no longer found the test fails and says which
+line to update: the agent is being rewritten, and a self-test that silently stops mutating anything
+would prove nothing.
+"""
+
+from __future__ import annotations
+import __future__
+
+import asyncio
+import importlib
+import inspect
+import textwrap
+from typing import Any
+
+import pytest
+
+from kagemusha.testing import simulate as sim
+from kagemusha.testing._vloop import Deadlock, VirtualTimeLoop
+
+
+@pytest.fixture(autouse=True)
+def _quiet() -> None:
+    sim._quiet_logs()
+    sim.register()
+
+
+# -- the virtual-time loop ---------------------------------------------------------------
+
+
+def test_virtual_loop_jumps_to_the_next_timer() -> None:
+    loop = VirtualTimeLoop()
+
+    async def main() -> tuple[float, bool]:
+        await asyncio.sleep(3600)
+        timed_out = False
+        try:
+            async with asyncio.timeout(5):
+                await asyncio.sleep(10)
+        except TimeoutError:
+            timed_out = True
+        return loop.time(), timed_out
+
+    try:
+        now, timed_out = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert now == pytest.approx(3605.0)
+    assert timed_out
+
+
+def test_virtual_loop_reports_a_deadlock() -> None:
+    loop = VirtualTimeLoop()
+
+    async def main() -> None:
+        await loop.create_future()  # nothing will ever resolve it
+
+    try:
+        with pytest.raises(Deadlock):
+            loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+# -- schedules -----------------------------------------------------------------------------
+
+
+def test_schedule_text_round_trips() -> None:
+    for i in range(50):
+        s = sim.generate(f"rt:{i}")
+        assert sim.Schedule.parse(str(s)) == s
+
+
+def test_same_schedule_same_run() -> None:
+    for i in range(3):
+        s = sim.generate(f"det:{i}")
+        a, b = sim.run_schedule(s), sim.run_schedule(s)
+        assert a.timeline == b.timeline
+        assert a.violations == b.violations
+
+
+def test_a_quiet_cluster_brings_every_group_online() -> None:
+    for preset in sim.PRESET_NAMES:
+        out = sim.run_schedule(sim.Schedule(sim.Setup("quiet:1", 3, 2, preset), ()))
+        assert out.violations == []
+        started = {(n, g) for _, n, g, _, what in out.timeline if what == "started"}
+        assert {g for _, g in started} == {"g1", "g2"}
+
+
+# -- the real code -------------------------------------------------------------------------
+#
+# Bugs the simulation found in the agent as it is (issue 10). Each is a shrunk schedule that breaks an
+# invariant today; the tests are strict xfails, so each one fails (XPASS) once the bug is fixed: then drop
+# its entry here. Replay one with its trace: python -m kagemusha.testing.simulate --replay '<schedule>' --trace
+
+AGENT_BUGS = {
+    "apply-add-crashes-agents": (
+        ("`config apply` adding a group crashes every agent: KeyError in Agent._cycle (the epochs are taken "
+        "before _maybe_reconfigure adds the group)"),
+        "seed=1:2 nodes=2 groups=2 preset=tight | 1.837 apply mode=add",
+    ),
+    "apply-drop-during-fence": (
+        ("`config apply` removing a group while the node fences: RuntimeError 'dictionary changed size during "
+        "iteration' in Agent._fence_all (a retiring group's worker deletes it from self.groups)"),
+        "seed=7:523 nodes=2 groups=2 preset=tight | 1.040 apply mode=drop; 1.053 partition n2 dur=0.480 mode=blackhole",
+    ),
+    "apply-res-lost-on-fence": (
+        ("`config apply` changing a running group's resources is lost when a fence cancels the _replace worker: "
+        "the node runs the old resource set for good (liveness: r3 never starts)"),
+        "seed=r:58 nodes=2 groups=1 preset=tight | 1.000 slow n1 dur=1.500 x=0.400 mode=answer; 1.738 apply mode=res",
+    ),
+    "supervisor-fences-with-start-config": (
+        ("the supervisor fences with the config the agent started with: a resource added by `config apply` "
+        "survives kill -9 of the agent while the standby starts the group"),
+        "seed=7:319 nodes=2 groups=2 preset=tight | 1.244 apply mode=res; 1.859 agent-crash n1",
+    ),
+    "take-runs-after-fence": (
+        ("a TAKE decided before a fence still runs after it (slow store): the node starts the group without "
+        "owning it while the owner runs it"),
+        "seed=t:5 nodes=3 groups=1 preset=tight | 1.415 slow n2 dur=1.468 x=0.399 mode=answer; 2.135 move n2 g1",
+    ),
+    "timing-rule-misses-round-trip": (
+        ("at the smallest heartbeat_timeout the timing rule accepts (preset edge), a renewal answered late "
+         "(answer leg > fence_margin) followed by a store that stops answering makes the node fence after its "
+         "lease expired at the store, while the standby already runs the group"),
+        ("seed=e:24 nodes=2 groups=1 preset=edge | 1.000 slow n1 dur=0.812 x=0.290 mode=answer; "
+        "1.812 partition n1 dur=2.000 mode=blackhole"),
+    ),
+    "watchdog-unarmed-after-start": (
+        ("the watchdog is armed only at the first renewal after a group starts: an agent that hangs in between "
+        "is never reset and runs the group past its lease while the standby starts it"),
+        "seed=wd:1 nodes=2 groups=1 preset=wd | 2.500 crash n1; 5.300 hang n2 dur=4.000; 6.000 rejoin n1",
+    ),
+}
+
+
+@pytest.mark.parametrize("bug", sorted(AGENT_BUGS))
+def test_fixed_agent_bug_stays_fixed(bug: str) -> None:
+    """Each schedule broke an invariant on the agent before the safety redesign (issue 10); now none does."""
+    why, schedule = AGENT_BUGS[bug]
+    out = sim.run_schedule(sim.Schedule.parse(schedule))
+    assert out.violations == [], f"{bug} is back: {why}"
+
+
+def test_real_agent_holds_every_invariant() -> None:
+    """A few hundred random schedules on the real code: 0 violations (stops at the first one)."""
+    rep = sim.run_many(300, "real", stop_first=True)
+    assert rep.failures == []
+
+
+# -- the simulation can fail: one broken safety rule at a time -------------------------------
+
+
+Mutant = tuple[Any, str, Any]  # (owner, attribute, replacement)
+
+
+def mutant(owner: Any, name: str, *edits: tuple[str, str]) -> Mutant:
+    """A copy of ``owner.name`` (a function or method) with ``edits`` applied to its source."""
+    func = inspect.unwrap(getattr(owner, name))
+    src = textwrap.dedent(inspect.getsource(func))
+    for old, new in edits:
+        assert src.count(old) == 1, (
+            f"mutation target not found once in {owner.__name__}.{name}: {old!r}; update this self-test "
+            "to break the same rule in the new code"
+        )
+        src = src.replace(old, new)
+    code = compile(src, inspect.getsourcefile(func) or "<mutant>", "exec",
+                   flags=__future__.annotations.compiler_flag, dont_inherit=True)
+    ns: dict[str, Any] = {}
+    exec(code, func.__globals__, ns)  # noqa: S102 - a mutant of our own code, for the self-test
+    return (owner, name, ns[name])
+
+
+#: fault kinds left out of the self-tests (none: the agent bugs above are fixed)
+MASKING: frozenset[str] = frozenset()
+
+
+#: every fault kind but the store's: for a rule that only a slow or broken store exposes
+STORE_FAULTS_ONLY = frozenset({"crash", "agent-crash", "stop-fail", "fence-slow", "monitor-fail", "move", "apply",
+                               "leave", "hang", "fence-fail"})
+
+
+def caught(monkeypatch: pytest.MonkeyPatch, mutants: list[Mutant], kinds: set[str],
+           exclude: frozenset[str] = MASKING) -> int:
+    """The first schedule (of the default count) that breaks one of ``kinds`` with the mutants installed and
+    none without them: the broken rule, not a known bug, is what the simulation reports."""
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in mutants]
+    for i in range(sim.DEFAULT_SCHEDULES):
+        s = sim.generate(sim.schedule_seed("selftest", i), exclude)
+        with monkeypatch.context() as m:
+            for owner, name, fn in mutants:
+                m.setattr(owner, name, fn)
+            out = sim.run_schedule(s)
+        if not out.violations or not sim._kinds(out.violations) & kinds:
+            continue
+        assert all(getattr(o, n) is f for o, n, f in originals)
+        if sim.run_schedule(s).violations:
+            continue  # a known bug of the real code, not the mutation
+        print(f"caught in schedule {i}: {out.violations[0]}")
+        return i
+    raise AssertionError(f"the simulation did not notice the broken rule in {sim.DEFAULT_SCHEDULES} schedules")
+
+
+def test_finds_fence_skipped_on_lease_loss(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kagemusha.agent._agent import Agent
+
+    caught(monkeypatch, [mutant(Agent, "_fence_groups", (
+        "results = await asyncio.gather(*(rt.fence() for rt in rts), return_exceptions=True)",
+        "results = [[] for _ in rts]",
+    ))], {"split-brain", "run-past-lease"})
+
+
+def test_finds_renewal_deadline_counted_from_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kagemusha.agent._agent import Agent
+
+    caught(monkeypatch, [mutant(Agent, "_lease_keeper", (
+        "self.valid_until = sent + min(ttl, c.heartbeat_timeout)",
+        "self.valid_until = self.clock.monotonic() + min(ttl, c.heartbeat_timeout)",
+    ))], {"split-brain", "start-without-lease", "start-without-ownership", "run-past-lease"}, STORE_FAULTS_ONLY)
+
+
+def test_finds_renewal_retried_past_the_fence_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kagemusha.agent._agent import Agent
+
+    caught(monkeypatch, [mutant(Agent, "_lease_keeper", (
+        "if sent + c.store_timeout + c.fence_margin > self.valid_until:",
+        "if sent > self.valid_until:",
+    ), (
+        "if self.clock.monotonic() + backoff + c.store_timeout + c.fence_margin > self.valid_until:",
+        "if self.clock.monotonic() > self.valid_until:",
+    ))], {"split-brain", "start-without-lease", "start-without-ownership", "run-past-lease"})
+
+
+def test_finds_take_while_the_owner_lease_lives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A move target that takes the group at once, overwriting the owner key, instead of waiting for it."""
+    import kagemusha.agent._agent as agent_mod
+    from kagemusha.protocol._records import ClusterRecords
+
+    decide_mod = importlib.import_module("kagemusha.cluster.decide")
+    broken = mutant(decide_mod, "decide", (
+        "elif owner is None:",
+        "elif owner is None or (g.move_to == view.node and owner.node != view.node):",
+    ))
+    caught(monkeypatch, [
+        broken,
+        (agent_mod, "decide", broken[2]),
+        mutant(ClusterRecords, "take", (
+            "return await self.store.cas(self.keys.group(group, \"owner\"), owner, expected_revision=0, lease=lease)",
+            "await self.store.put(self.keys.group(group, \"owner\"), owner, lease=lease)\n    return True",
+        )),
+    ], {"split-brain"})
+
+
+def test_finds_an_owner_key_written_without_a_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kagemusha.protocol._records import ClusterRecords
+
+    caught(monkeypatch, [mutant(ClusterRecords, "take", (
+        "expected_revision=0, lease=lease)",
+        "expected_revision=0, lease=None)",
+    ))], {"owner-without-lease"})
+
+
+def test_finds_a_start_under_a_previous_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An owner key of this node's previous lease taken as proof of ownership."""
+    decide_mod = importlib.import_module("kagemusha.cluster.decide")
+    caught(monkeypatch, [(decide_mod, "_same_lease", lambda a, b: True)],
+           {"start-without-ownership", "split-brain"})
