@@ -44,3 +44,20 @@ def test_importing_the_library_does_not_import_the_server_stack() -> None:
     code = "import sys, kagemusha.domains; print(any(m in sys.modules for m in ('fastapi', 'uvicorn')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_the_domain_master_imports_no_server_framework() -> None:
+    """The master is on every start's path (failover): it serves its small APIs without uvicorn,
+    FastAPI or pydantic, and records its state without psutil or javaproperties (issue 12)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, kagemusha.domains._runtime, asyncio, json\n"
+        "from kagemusha.domains import _asgi, _auth, _httpd, _layout, _naming, _properties\n"
+        "heavy = ('uvicorn', 'click', 'fastapi', 'pydantic', 'starlette', 'httpx', 'psutil', 'javaproperties',"
+        " 'argon2', 'kagemusha.domains._control')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -26,6 +26,7 @@ import fcntl
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,68 @@ def read_json(path: Path) -> Any:
             return json.load(fh)
     except (OSError, ValueError):
         return None
+
+
+def process_create_time(pid: int) -> float | None:
+    """When process ``pid`` started, as psutil's ``create_time()`` computes it (boot time + start ticks).
+
+    NB: read from ``/proc`` here so that the domain master need not import psutil to record
+    itself; readers compare it with psutil's figure within a second.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        with open("/proc/stat", "rb") as fh:
+            btime = next(int(ln.split()[1]) for ln in fh if ln.startswith(b"btime "))
+    except (OSError, StopIteration, ValueError):
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def write_state(
+    state_file: Path, state: str, *, pid: int | None = None, detail: str = "", **extra: Any
+) -> None:
+    """Record the domain's state; with ``pid`` (the master) its creation time is recorded too.
+
+    NB: a missing ``state/`` is never recreated: the domain's disk may have been unmounted
+    under a running domain, and writing would create a stray tree on the bare mount point.
+    """
+    if not state_file.parent.is_dir():
+        return
+    data: dict[str, Any] = {"state": state, "since": time.time(), "detail": detail, **extra}
+    if pid is not None:
+        data["pid"] = pid
+        created = process_create_time(pid)
+        if created is not None:
+            data["create_time"] = created
+        with contextlib.suppress(OSError):
+            data["pgid"] = os.getpgid(pid)  # == pid: the master leads its own session and group
+            data["sid"] = os.getsid(pid)
+    write_json_atomic(state_file, data)
+
+
+def write_desired(layout: DomainLayout, desired: str) -> None:
+    """Record what the operator last asked of the domain: ``running`` or ``stopped``.
+
+    The admin domain restarts a crashed domain only while it is desired ``running``; ``stop``
+    and ``kill`` (fencing) record ``stopped`` *before* they signal anything, so a domain being
+    fenced is never brought back. Never recreates a missing ``state/`` (see :func:`write_state`).
+    """
+    if not layout.state.is_dir():
+        return
+    with contextlib.suppress(OSError):
+        tmp = layout.state / f".desired.{os.getpid()}.tmp"
+        tmp.write_text(desired + "\n")
+        os.replace(tmp, layout.state / "desired")
+
+
+def read_desired(layout: DomainLayout) -> str:
+    """``running`` or ``stopped`` (the default: never started by a kagemusha that records it)."""
+    try:
+        return (layout.state / "desired").read_text().strip() or "stopped"
+    except OSError:
+        return "stopped"
 
 
 @dataclass(frozen=True)
