@@ -241,6 +241,11 @@ class Master:
         """Terminate what is left of the domain (detached children) once the app server is gone."""
         import signal
 
+        from kagemusha.domains._layout import may_have_processes
+
+        # NB: the master leads the session: anything else in it (or tagged) is a leftover.
+        if not may_have_processes(self.layout.dir, os.getsid(0), exclude=frozenset({os.getpid()})):
+            return
         from kagemusha.domains._procs import domain_processes, read_record, signal_procs, wait_gone
 
         record = read_record(self.layout.state_file)
@@ -416,4 +421,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from kagemusha.domains._appserver import exit_now
+
+    exit_now(main())  # NB: no interpreter teardown on the stop path (see exit_now)
