@@ -220,7 +220,8 @@ def _serve_process(listeners: dict[str, socket.socket], *, access_log: bool, rea
 
     import uvicorn
 
-    loop_factory = uvicorn.Config(app="unused:app").get_loop_factory()  # uvloop when installed, as uvicorn
+    # uvloop when installed, as uvicorn; NB: log_config=None, or this Config would reconfigure logging
+    loop_factory = uvicorn.Config(app="unused:app", log_config=None).get_loop_factory()
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(serve(listeners, access_log=access_log, ready_fd=ready_fd))
