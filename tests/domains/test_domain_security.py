@@ -15,7 +15,7 @@ from kagemusha.domains._auth import Authenticator, AuthOutcome, hash_password
 
 from .conftest import Node
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(240)  # includes waiting for PORTS_LOCK and CLI runs on a loaded machine
 
 ADMIN = "http://127.0.0.1:16212"
 

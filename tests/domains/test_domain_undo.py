@@ -10,7 +10,7 @@ import pytest
 
 from .conftest import Node, make_node, tagged_under
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(240)  # includes waiting for PORTS_LOCK and CLI runs on a loaded machine
 
 
 def _registry(node: Node) -> dict[str, object]:
