@@ -63,6 +63,21 @@ def write_json_atomic(path: Path, data: Any, *, mode: int = 0o644) -> None:
         raise
 
 
+def _write_secret(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, mode 0600 from its creation on (never readable in between)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def read_json(path: Path) -> Any:
     """The JSON in ``path``, or None when it is missing or unreadable half-way."""
     try:
@@ -158,6 +173,10 @@ def write_desired(layout: DomainLayout, desired: str) -> None:
     with contextlib.suppress(OSError):
         tmp = layout.state / f".desired.{os.getpid()}.tmp"
         tmp.write_text(desired + "\n")
+        if os.geteuid() == 0:
+            # NB: root writing into a service user's domain keeps the file the user's (otxown).
+            st = os.stat(layout.state)
+            os.chown(tmp, st.st_uid, st.st_gid)
         os.replace(tmp, layout.state / "desired")
 
 
@@ -277,13 +296,32 @@ class NodeRegistry:
     def admin_layout(self) -> DomainLayout:
         return DomainLayout(self.path / ADMIN_DOMAIN)
 
+    @property
+    def admin_hash_file(self) -> Path:
+        """The admin domain's argon2 hash (0600), kept out of ``registry.json``."""
+        return self.path / "admin.argon2"
+
     def load(self) -> dict[str, Any]:
+        """The registry; ``admin.password_hash`` comes from :attr:`admin_hash_file` when readable.
+
+        NB: ``registry.json`` stays world-readable (0644): a domain's service user runs
+        ``kagemusha domain start`` itself and must find where its domain lives; the secret part,
+        the admin hash, lives in a 0600 file of its own (an older registry that held it moves
+        it there at the next change).
+        """
         data = read_json(self.file)
         if not isinstance(data, dict):
             data = {}
         data.setdefault("roots", [])
         data.setdefault("domains", {})
         data.setdefault("admin", {})
+        if isinstance(data["admin"], dict) and "password_hash" not in data["admin"]:
+            try:
+                stored = self.admin_hash_file.read_text().strip()
+            except OSError:
+                stored = ""
+            if stored:
+                data["admin"]["password_hash"] = stored
         return data
 
     @contextlib.contextmanager
@@ -298,8 +336,11 @@ class NodeRegistry:
             fcntl.flock(lock, fcntl.LOCK_EX)
             data = self.load()
             yield data
-            # NB: 0600: the registry holds the admin domain's argon2 hash.
-            write_json_atomic(self.file, data, mode=0o600)
+            admin = data.get("admin")
+            secret = admin.pop("password_hash", None) if isinstance(admin, dict) else None
+            if secret:
+                _write_secret(self.admin_hash_file, secret + "\n")
+            write_json_atomic(self.file, data, mode=0o644)
 
     # -- roots and domains -------------------------------------------------------------------
 
