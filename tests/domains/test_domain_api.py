@@ -61,3 +61,31 @@ def test_the_domain_master_imports_no_server_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_naming_service_decodes_a_name_once(tmp_path: object) -> None:
+    import asyncio
+    import json
+    from pathlib import Path
+
+    from kagemusha.domains._auth import Authenticator
+    from kagemusha.domains._naming import make_naming_app
+    from kagemusha.domains._properties import parse_properties
+
+    names = Path(str(tmp_path)) / "names.json"
+    names.write_text(json.dumps({"a%41": {"port": 1234, "path": "/"}}))
+    props = parse_properties({"domain.name": "d1", "domain.admin.port": "1", "domain.http.port": "2"})
+    app = make_naming_app(props, names, Authenticator("admin", lambda: None))
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    # the client asked for /names/a%2541: the server hands the app the decoded path once
+    scope = {"type": "http", "method": "GET", "path": "/names/a%41", "headers": [(b"host", b"vip:9")]}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 200
+    assert json.loads(bytes(sent[1]["body"])) == {"name": "a%41", "url": "http://vip:1234/"}  # type: ignore[arg-type]
