@@ -76,7 +76,7 @@ class Node:
     env: dict[str, str] = field(default_factory=dict)
 
     def run(
-        self, *args: str, timeout: float = 60.0, check: bool = False, prefix: Sequence[str] = ()
+        self, *args: str, timeout: float = 120.0, check: bool = False, prefix: Sequence[str] = ()
     ) -> subprocess.CompletedProcess[str]:
         """Run ``kagemusha domain ARGS`` as the operator would (``prefix``: e.g. runuser)."""
         proc = subprocess.run(

@@ -9,7 +9,7 @@ import pytest
 
 from .conftest import APPS, Node, alive, tagged_under
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(240)  # includes waiting for PORTS_LOCK and CLI runs on a loaded machine
 
 ADMIN = "http://127.0.0.1:16202"
 

@@ -19,7 +19,7 @@ import pytest
 
 from .conftest import Node, tagged_under
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(240)  # includes waiting for PORTS_LOCK and CLI runs on a loaded machine
 
 VIP = "127.0.0.2"
 

@@ -16,7 +16,7 @@ from kagemusha.domains._tls import generate_self_signed
 
 from .conftest import Node
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(240)  # includes waiting for PORTS_LOCK and CLI runs on a loaded machine
 
 HTTPS = 10443  # the seed's 443, +10000
 

@@ -22,7 +22,7 @@ from kagemusha.errors import DomainError
 
 from .conftest import APPS, Node, alive, tagged_under
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(240)  # includes waiting for PORTS_LOCK and CLI runs on a loaded machine
 
 
 def _domain_pids(domain_dir: Path) -> list[int]:

@@ -15,7 +15,7 @@ from kagemusha.domains._auth import Authenticator, AuthOutcome, hash_password
 
 from .conftest import Node
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(240)  # includes waiting for PORTS_LOCK and CLI runs on a loaded machine
 
 ADMIN = "http://127.0.0.1:16212"
 
@@ -128,18 +128,22 @@ def test_200_concurrent_bad_logins_keep_the_domain_bounded(node: Node, workdir: 
 def test_files_holding_hashes_are_0600(node: Node, workdir: Path) -> None:
     root = workdir / "data1" / "domains"
     node.registry.mkdir(parents=True)
-    (node.registry / "registry.json").write_text("{}")
-    (node.registry / "registry.json").chmod(0o644)  # as an older kagemusha wrote it
-    node.create("domain1", root)
+    old_hash = hash_password("adminadmin")
     registry = node.registry / "registry.json"
-    assert json.loads(registry.read_text())["admin"]["password_hash"].startswith("$argon2")
-    assert registry.stat().st_mode & 0o777 == 0o600
+    registry.write_text(json.dumps({"admin": {"user": "admin", "password_hash": old_hash}}))
+    registry.chmod(0o644)  # as an older kagemusha wrote it: the hash world-readable
+    node.create("domain1", root, admin_port=16202)
+    # the hash moved to a 0600 file of its own; the registry (where domains live) stays readable
+    # by a domain's service user, and holds no hash any more
+    assert "$argon2" not in registry.read_text()
+    assert (node.registry / "admin.argon2").read_text().strip() == old_hash
+    assert (node.registry / "admin.argon2").stat().st_mode & 0o777 == 0o600
     assert (root / "domain1" / "config" / "admin.argon2").stat().st_mode & 0o777 == 0o600
     node.run("set", "domain1", "domain.admin.password=changed-pw", check=True)
     assert (root / "domain1" / "config" / "admin.argon2").stat().st_mode & 0o777 == 0o600
     # nothing else of the domain or the registry holds a hash or the password
     for base in (root, node.registry):
         for f in base.rglob("*"):
-            if f.is_file() and f.name not in ("admin.argon2", "registry.json"):
+            if f.is_file() and f.name != "admin.argon2":
                 data = f.read_bytes()
                 assert b"$argon2" not in data and b"adminadmin" not in data and b"changed-pw" not in data, f

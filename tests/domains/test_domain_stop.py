@@ -25,7 +25,7 @@ from kagemusha.domains import (
 
 from .conftest import APPS, Node, alive, tagged_under
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(240)  # includes waiting for PORTS_LOCK and CLI runs on a loaded machine
 
 
 def _start_stubborn(node: Node, root: Path) -> tuple[list[int], int, int]:

@@ -119,8 +119,10 @@ def delete(
     """Delete a stopped domain and its directory (otxadmin delete-domain)."""
     from kagemusha.domains import delete_domain
 
-    delete_domain(name, domaindir, admin_user=user, admin_password=password)
-    print(f"Domain {name} deleted.")
+    warnings = delete_domain(name, domaindir, admin_user=user, admin_password=password)
+    for w in warnings:
+        print(f"kagemusha: warning: {w}", file=sys.stderr)
+    print(f"Domain {name} {'removed from the registry' if warnings else 'deleted'}.")
 
 
 @_command("start", "start-domain")
@@ -193,8 +195,19 @@ def setup(
         Path, typer.Option("--domains-root", "--domaindir", help="A domains root (on the switchover disk).")
     ],
     port: Annotated[int | None, typer.Option("--port", min=1, max=65535, help="Admin domain port.")] = None,
+    remove: Annotated[
+        bool, typer.Option("--remove", help="Undo: forget the root and its domains on this node.")
+    ] = False,
 ) -> None:
-    """Register a domains root created on another node (the seed's setup.env step)."""
+    """Register a domains root created on another node (the seed's setup.env step); --remove undoes it."""
+    if remove:
+        from kagemusha.domains import remove_domains_root
+
+        if port is not None:
+            raise typer.BadParameter("--port does not go with --remove", param_hint="--port")
+        names = remove_domains_root(domains_root)
+        print(f"Domains root {domains_root.absolute()} removed: {', '.join(names) or 'no domains'}.")
+        return
     from kagemusha.domains import setup_domains_root
 
     names = setup_domains_root(domains_root, admin_port=port)

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["create_app", "is_asgi", "load_app", "main", "uvicorn_log_config"]
+__all__ = ["create_app", "exit_now", "is_asgi", "load_app", "main", "uvicorn_log_config"]
 
 ENV_APP = "KAGEMUSHA_DOMAIN_APP"
 ENV_APP_PATH = "KAGEMUSHA_DOMAIN_APP_PATH"
@@ -224,8 +224,13 @@ async def serve(listeners: dict[str, socket.socket], *, access_log: bool, ready_
 def _serve_process(listeners: dict[str, socket.socket], *, access_log: bool, ready_fd: int | None) -> int:
     import asyncio
 
+    import uvicorn
+
+    # uvloop when installed, as uvicorn; NB: log_config=None, or this Config would reconfigure logging
+    loop_factory = uvicorn.Config(app="unused:app", log_config=None).get_loop_factory()
     try:
-        return asyncio.run(serve(listeners, access_log=access_log, ready_fd=ready_fd))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(serve(listeners, access_log=access_log, ready_fd=ready_fd))
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else 3
 
@@ -320,5 +325,22 @@ def main(argv: list[str] | None = None) -> int:
     return _serve_process(listeners, access_log=access_log, ready_fd=ready_fd)
 
 
+def exit_now(code: int) -> None:
+    """End the process at once once its work is done: logs flushed, no interpreter teardown.
+
+    NB: tearing down an interpreter that imported a web stack takes hundreds of milliseconds of
+    CPU (module and object finalisation), on the failover path of every stop. uvicorn itself
+    ends the same way after a graceful shutdown (it re-raises SIGTERM with the default handler),
+    so an app's ``atexit`` handlers do not run under raw uvicorn either: use the lifespan.
+    """
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

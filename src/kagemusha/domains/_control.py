@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import pwd
 import re
@@ -42,6 +43,7 @@ from kagemusha.domains._procs import (
     read_record,
     reap,
     send_signal,
+    wait_exit,
     write_desired,
     write_state,
 )
@@ -78,6 +80,7 @@ __all__ = [
     "is_autostart",
     "kill_domain",
     "list_domains",
+    "remove_domains_root",
     "set_autostart",
     "set_properties",
     "setup_domains_root",
@@ -336,8 +339,15 @@ def delete_domain(
     admin_user: str | None = None,
     admin_password: str | None = None,
     registry: NodeRegistry | None = None,
-) -> None:
+) -> list[str]:
     """Delete a stopped domain and its directory (``otxadmin delete-domain``).
+
+    A domain whose directory is gone (deleted by hand, or on a switchover disk not mounted here)
+    but that the registry still lists loses its registry entry, with a warning; nothing on any
+    disk is touched then.
+
+    Returns:
+        Warnings for the operator (the stale entry case).
 
     Raises:
         DomainError: it does not exist, it is running, or the admin credentials are refused.
@@ -346,18 +356,38 @@ def delete_domain(
     reg = _registry(registry)
     if name == ADMIN_DOMAIN:
         raise DomainError("the admin domain cannot be deleted")
-    layout = reg.locate(name, domaindir)
+    try:
+        layout = reg.locate(name, domaindir)
+    except DomainError:
+        recorded = reg.load()["domains"].get(name)
+        if not recorded or (domaindir is not None and Path(domaindir).absolute() != Path(recorded)):
+            raise
+        _check_admin_credentials(reg, admin_user, admin_password)
+        gone = DomainLayout(Path(recorded) / name)
+        left = domain_processes(gone.dir)
+        if left:
+            raise DomainError(
+                f"domain {name}'s directory {gone.dir} is gone but processes {[p.pid for p in left]} of it"
+                " still run; `kagemusha domain kill` it first"
+            ) from None
+        reg.unregister(name)
+        warning = (
+            f"domain {name}'s directory {gone.dir} is gone (deleted, or its disk is not mounted here);"
+            " removed its stale entry from this node's registry, nothing on disk was touched"
+        )
+        return [warning]
     _check_admin_credentials(reg, admin_user, admin_password)
 
     with _domain_lock(layout):
         state = _state(layout)
-        if state is not DomainState.NOT_RUNNING:
+        if state not in (DomainState.NOT_RUNNING, DomainState.FAILED):
             raise DomainError(f"domain {name} is {state}; stop it before deleting it")
         try:
             shutil.rmtree(layout.dir)
         except OSError as exc:
             raise DomainError(f"cannot delete {layout.dir}: {exc.strerror or exc}") from exc
     reg.unregister(name)
+    return []
 
 
 # -- set ---------------------------------------------------------------------------------------
@@ -926,7 +956,7 @@ def _start_locked(
             [sys.executable, "-m", "kagemusha.domains._runtime", str(layout.dir)],
             layout,
             fds,
-            env_extra=_app_env(layout, props, tls),
+            env_extra={**_app_env(layout, props, tls), "KAGEMUSHA_DOMAIN_PROPS": json.dumps(dict(props.raw))},
             pw=pw,
             ready_fd=ready_w,
         )
@@ -1003,9 +1033,12 @@ def _stop_layout(layout: DomainLayout, what: str, *, force: bool, wait_timeout: 
                 f"{what} did not stop within {wait_timeout:g} s (--wait_timeout); it keeps running"
                 " (use --force to kill it)"
             )
-        time.sleep(0.05)
-    # The master terminates detached leftovers before it exits; anything still here is killed.
-    if domain_processes(layout.dir, record):
+        wait_exit(alive[0].pid, min(0.5, max(0.0, deadline - time.monotonic())))
+    # The master terminates detached leftovers before it exits and then records "not running";
+    # only when it could not (it died, or we waited on leftovers) is the process table scanned.
+    rec = read_record(layout.state_file)
+    clean = master is not None and rec.pid == master.pid and rec.state == DomainState.NOT_RUNNING
+    if not clean and domain_processes(layout.dir, record):
         kill_all(layout.dir, record)
     rec = read_record(layout.state_file)
     if rec.state != DomainState.NOT_RUNNING and layout.exists():
@@ -1096,10 +1129,12 @@ def kill_domains_under(path: str | Path) -> list[int]:
     """
     root = Path(path).absolute()
     killed: list[int] = []
-    for tag in {_tag_of(p) for p in processes_tagged_under(root)} - {""}:
+    procs = processes_tagged_under(root)
+    for tag in {_tag_of(p) for p in procs} - {""}:
         write_desired(DomainLayout(Path(tag)), "stopped")  # never restarted by the admin domain
-    for _ in range(5):
-        procs = processes_tagged_under(root)
+    for attempt in range(5):
+        if attempt:
+            procs = processes_tagged_under(root)
         if not procs:
             return killed
         killed.extend(kill_procs(procs))
@@ -1264,6 +1299,39 @@ def setup_domains_root(
     for layout in found:
         reg.register(layout.name, rootp)
     return [lay.name for lay in found]
+
+
+def remove_domains_root(root: str | Path, *, registry: NodeRegistry | None = None) -> list[str]:
+    """Undo :func:`setup_domains_root` (``domain setup --remove``): forget a domains root.
+
+    The root and every domain registered in it leave this node's registry; nothing on the root
+    itself is touched (it may be another node's disk, not mounted here). The admin domain's port
+    stays as it is.
+
+    Returns:
+        The domains forgotten.
+
+    Raises:
+        DomainError: the root is not registered on this node, or a domain of it runs here.
+    """
+    reg = _registry(registry)
+    rootp = Path(root).absolute()
+    data = reg.load()
+    names = sorted(n for n, r in data["domains"].items() if Path(r) == rootp)
+    if str(rootp) not in data["roots"] and not names:
+        raise DomainError(f"{rootp} is not a domains root registered on this node")
+    if rootp == reg.path:
+        raise DomainError(f"{rootp} is this node's registry directory, not a root set up from another node")
+    running = [n for n in names if domain_state(n, rootp, registry=reg) is not DomainState.NOT_RUNNING]
+    running = [n for n in running if domain_state(n, rootp, registry=reg) is not DomainState.FAILED]
+    if running:
+        raise DomainError(f"domains {', '.join(running)} of {rootp} run on this node; stop them first")
+    with reg.edit() as d:
+        d["roots"] = [r for r in d["roots"] if Path(r) != rootp]
+        for n in names:
+            if Path(d["domains"].get(n, "")) == rootp:
+                del d["domains"][n]
+    return names
 
 
 # -- the admin domain --------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import fcntl
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,21 @@ def write_json_atomic(path: Path, data: Any, *, mode: int = 0o644) -> None:
         raise
 
 
+def _write_secret(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, mode 0600 from its creation on (never readable in between)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def read_json(path: Path) -> Any:
     """The JSON in ``path``, or None when it is missing or unreadable half-way."""
     try:
@@ -69,6 +85,107 @@ def read_json(path: Path) -> Any:
             return json.load(fh)
     except (OSError, ValueError):
         return None
+
+
+def process_create_time(pid: int) -> float | None:
+    """When process ``pid`` started, as psutil's ``create_time()`` computes it (boot time + start ticks).
+
+    NB: read from ``/proc`` here so that the domain master need not import psutil to record
+    itself; readers compare it with psutil's figure within a second.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        with open("/proc/stat", "rb") as fh:
+            btime = next(int(ln.split()[1]) for ln in fh if ln.startswith(b"btime "))
+    except (OSError, StopIteration, ValueError):
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def may_have_processes(
+    domain_dir: Path, session: int | None, *, exclude: frozenset[int] = frozenset()
+) -> bool:
+    """Whether any live process might belong to the domain: tagged with it, or in its session.
+
+    A quick pass over ``/proc`` without psutil: False means certainly none (nothing to scan
+    further); True means :func:`kagemusha.domains._procs.domain_processes` must decide. Used by
+    the master at every stop, where importing psutil and asking it about every process of the
+    node cost hundreds of milliseconds on a loaded machine.
+    """
+    entry = b"\0KAGEMUSHA_DOMAIN=" + os.fsencode(str(domain_dir)) + b"\0"
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in exclude:
+            continue
+        try:
+            try:
+                with open(f"/proc/{name}/environ", "rb") as fh:
+                    env = b"\0" + fh.read() + b"\0"
+            except PermissionError:
+                env = (
+                    b""  # as domain_processes: an unreadable environment is no tag (the session still counts)
+                )
+            if entry in env:
+                return True
+            if session is not None:
+                with open(f"/proc/{name}/stat", "rb") as fh:
+                    stat = fh.read()
+                fields = stat[stat.rfind(b")") + 2 :].split()
+                if fields[0] != b"Z" and int(fields[3]) == session:
+                    return True
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return False
+
+
+def write_state(
+    state_file: Path, state: str, *, pid: int | None = None, detail: str = "", **extra: Any
+) -> None:
+    """Record the domain's state; with ``pid`` (the master) its creation time is recorded too.
+
+    NB: a missing ``state/`` is never recreated: the domain's disk may have been unmounted
+    under a running domain, and writing would create a stray tree on the bare mount point.
+    """
+    if not state_file.parent.is_dir():
+        return
+    data: dict[str, Any] = {"state": state, "since": time.time(), "detail": detail, **extra}
+    if pid is not None:
+        data["pid"] = pid
+        created = process_create_time(pid)
+        if created is not None:
+            data["create_time"] = created
+        with contextlib.suppress(OSError):
+            data["pgid"] = os.getpgid(pid)  # == pid: the master leads its own session and group
+            data["sid"] = os.getsid(pid)
+    write_json_atomic(state_file, data)
+
+
+def write_desired(layout: DomainLayout, desired: str) -> None:
+    """Record what the operator last asked of the domain: ``running`` or ``stopped``.
+
+    The admin domain restarts a crashed domain only while it is desired ``running``; ``stop``
+    and ``kill`` (fencing) record ``stopped`` *before* they signal anything, so a domain being
+    fenced is never brought back. Never recreates a missing ``state/`` (see :func:`write_state`).
+    """
+    if not layout.state.is_dir():
+        return
+    with contextlib.suppress(OSError):
+        tmp = layout.state / f".desired.{os.getpid()}.tmp"
+        tmp.write_text(desired + "\n")
+        if os.geteuid() == 0:
+            # NB: root writing into a service user's domain keeps the file the user's (otxown).
+            st = os.stat(layout.state)
+            os.chown(tmp, st.st_uid, st.st_gid)
+        os.replace(tmp, layout.state / "desired")
+
+
+def read_desired(layout: DomainLayout) -> str:
+    """``running`` or ``stopped`` (the default: never started by a kagemusha that records it)."""
+    try:
+        return (layout.state / "desired").read_text().strip() or "stopped"
+    except OSError:
+        return "stopped"
 
 
 @dataclass(frozen=True)
@@ -179,13 +296,32 @@ class NodeRegistry:
     def admin_layout(self) -> DomainLayout:
         return DomainLayout(self.path / ADMIN_DOMAIN)
 
+    @property
+    def admin_hash_file(self) -> Path:
+        """The admin domain's argon2 hash (0600), kept out of ``registry.json``."""
+        return self.path / "admin.argon2"
+
     def load(self) -> dict[str, Any]:
+        """The registry; ``admin.password_hash`` comes from :attr:`admin_hash_file` when readable.
+
+        NB: ``registry.json`` stays world-readable (0644): a domain's service user runs
+        ``kagemusha domain start`` itself and must find where its domain lives; the secret part,
+        the admin hash, lives in a 0600 file of its own (an older registry that held it moves
+        it there at the next change).
+        """
         data = read_json(self.file)
         if not isinstance(data, dict):
             data = {}
         data.setdefault("roots", [])
         data.setdefault("domains", {})
         data.setdefault("admin", {})
+        if isinstance(data["admin"], dict) and "password_hash" not in data["admin"]:
+            try:
+                stored = self.admin_hash_file.read_text().strip()
+            except OSError:
+                stored = ""
+            if stored:
+                data["admin"]["password_hash"] = stored
         return data
 
     @contextlib.contextmanager
@@ -200,8 +336,11 @@ class NodeRegistry:
             fcntl.flock(lock, fcntl.LOCK_EX)
             data = self.load()
             yield data
-            # NB: 0600: the registry holds the admin domain's argon2 hash.
-            write_json_atomic(self.file, data, mode=0o600)
+            admin = data.get("admin")
+            secret = admin.pop("password_hash", None) if isinstance(admin, dict) else None
+            if secret:
+                _write_secret(self.admin_hash_file, secret + "\n")
+            write_json_atomic(self.file, data, mode=0o644)
 
     # -- roots and domains -------------------------------------------------------------------
 

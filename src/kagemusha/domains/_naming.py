@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from kagemusha.domains._asgi import Receive, Scope, Send, authorize, read_json_body, send_json
 from kagemusha.domains._auth import Authenticator
@@ -113,7 +112,7 @@ def make_naming_app(props: DomainProperties, names_file: Path, auth: Authenticat
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        path = unquote(scope["path"])
+        path = str(scope["path"])  # NB: already percent-decoded by the server (ASGI); never twice
         method = scope["method"]
         if path in ("/names", "/names/"):
             if method != "GET":

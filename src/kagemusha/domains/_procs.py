@@ -18,11 +18,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psutil
 
-from kagemusha.domains._layout import read_json, write_json_atomic
+from kagemusha.domains._layout import read_desired, read_json, write_desired, write_state
 from kagemusha.errors import DomainError
 
 __all__ = [
@@ -67,50 +66,6 @@ def read_record(state_file: Path) -> ProcessRecord:
         create_time=float(ct) if isinstance(ct, (int, float)) else None,
         detail=str(data.get("detail", "")),
     )
-
-
-def write_state(
-    state_file: Path, state: str, *, pid: int | None = None, detail: str = "", **extra: Any
-) -> None:
-    """Record the domain's state; with ``pid`` (the master) its creation time is recorded too.
-
-    NB: a missing ``state/`` is never recreated: the domain's disk may have been unmounted
-    under a running domain, and writing would create a stray tree on the bare mount point.
-    """
-    if not state_file.parent.is_dir():
-        return
-    data: dict[str, Any] = {"state": state, "since": time.time(), "detail": detail, **extra}
-    if pid is not None:
-        data["pid"] = pid
-        with contextlib.suppress(psutil.Error):
-            data["create_time"] = psutil.Process(pid).create_time()
-        with contextlib.suppress(OSError):
-            data["pgid"] = os.getpgid(pid)  # == pid: the master leads its own session and group
-            data["sid"] = os.getsid(pid)
-    write_json_atomic(state_file, data)
-
-
-def write_desired(layout: Any, desired: str) -> None:
-    """Record what the operator last asked of the domain: ``running`` or ``stopped``.
-
-    The admin domain restarts a crashed domain only while it is desired ``running``; ``stop``
-    and ``kill`` (fencing) record ``stopped`` *before* they signal anything, so a domain being
-    fenced is never brought back. Never recreates a missing ``state/`` (see :func:`write_state`).
-    """
-    path = layout.state / "desired"
-    if not layout.state.is_dir():
-        return
-    with contextlib.suppress(OSError):
-        tmp = path.with_name(f".desired.{os.getpid()}.tmp")
-        tmp.write_text(desired + "\n")
-        os.replace(tmp, path)
-
-
-def read_desired(layout: Any) -> str:
-    try:
-        return (layout.state / "desired").read_text().strip() or "stopped"
-    except OSError:
-        return "stopped"
 
 
 def _is_gone(proc: psutil.Process) -> bool:
@@ -323,6 +278,25 @@ def wait_gone(procs: Iterable[psutil.Process], *, timeout: float) -> list[psutil
         if not alive or time.monotonic() >= deadline:
             return alive
         time.sleep(0.02)
+
+
+def wait_exit(pid: int, timeout: float) -> None:
+    """Return when process ``pid`` exits or after ``timeout`` seconds, whichever is first.
+
+    A pidfd (Linux 5.3+) wakes us at the exit itself, so a stop returns at once rather than on
+    the next tick of a poll; without one, a short sleep.
+    """
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        time.sleep(min(timeout, 0.02))
+        return
+    try:
+        select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
 
 
 def signal_procs(procs: Iterable[psutil.Process], sig: int) -> None:

@@ -13,8 +13,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import javaproperties
-
 from kagemusha.errors import ConfigError
 
 __all__ = [
@@ -168,6 +166,8 @@ def port_keys(raw: Mapping[str, str]) -> list[str]:
 
 
 def _read(path: Path) -> tuple[dict[str, str], str]:
+    import javaproperties
+
     try:
         with open(
             path, encoding="latin-1"
@@ -379,6 +379,8 @@ def check_port_conflicts(
 
 def redact_password(text: str) -> str:
     """The properties text without its ``domain.admin.password`` entry (comments and order kept)."""
+    import javaproperties
+
     out: list[str] = []
     for elem in javaproperties.parse(text):
         if isinstance(elem, javaproperties.KeyValue) and elem.key == KEY_ADMIN_PASSWORD:
@@ -389,6 +391,8 @@ def redact_password(text: str) -> str:
 
 def set_key(text: str, key: str, value: str | None) -> str:
     """The properties text with ``key`` set to ``value`` (or removed when None), everything else kept."""
+    import javaproperties
+
     out: list[str] = []
     done = False
     for elem in javaproperties.parse(text):

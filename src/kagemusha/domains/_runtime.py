@@ -6,8 +6,8 @@ listening sockets inherited (``KAGEMUSHA_DOMAIN_FDS=http:5,https:6,admin:7,namin
 - starts the application server (``_appserver``, uvicorn) on the http and https sockets first
   thing, before it imports anything else, so the app's boot overlaps the master's own;
 - serves the admin API (health, status, graceful stop; HTTP basic against the argon2 hash)
-  and the naming service, both plain ASGI on uvicorn (no FastAPI: it would cost every start
-  hundreds of milliseconds);
+  and the naming service, both plain ASGI on the small server of ``_httpd`` (neither FastAPI
+  nor uvicorn here: their imports would cost every start hundreds of milliseconds);
 - records its state in ``state/state.json``: ``starting`` until the app serves, ``running``,
   ``stopping``, then ``not running``.
 
@@ -41,6 +41,7 @@ ENV_FDS = "KAGEMUSHA_DOMAIN_FDS"
 ENV_START_FD = "KAGEMUSHA_START_FD"
 ENV_APP_WORKERS = "KAGEMUSHA_APP_WORKERS"
 ENV_APP_ACCESS_LOG = "KAGEMUSHA_APP_ACCESS_LOG"
+ENV_PROPS = "KAGEMUSHA_DOMAIN_PROPS"  # the properties as read by the starter (JSON): no re-parse here
 APP_LISTENERS = ("http", "https")
 
 
@@ -118,7 +119,7 @@ def _start_app_server(domain_dir: Path, fds: dict[str, int]) -> tuple[subprocess
     env = dict(os.environ)
     env["KAGEMUSHA_APP_FDS"] = ",".join(f"{k}:{v}" for k, v in app_fds.items())
     env["KAGEMUSHA_READY_FD"] = str(ready_w)
-    for name in (ENV_FDS, ENV_START_FD, ENV_APP_WORKERS, ENV_APP_ACCESS_LOG):
+    for name in (ENV_FDS, ENV_START_FD, ENV_APP_WORKERS, ENV_APP_ACCESS_LOG, ENV_PROPS):
         env.pop(name, None)
     child = subprocess.Popen(
         [
@@ -171,7 +172,7 @@ class Master:
     # -- state -------------------------------------------------------------------------------
 
     def set_state(self, state: str, detail: str = "") -> None:
-        from kagemusha.domains._procs import write_state
+        from kagemusha.domains._layout import write_state
 
         self.state = state
         self.detail = detail
@@ -240,6 +241,11 @@ class Master:
         """Terminate what is left of the domain (detached children) once the app server is gone."""
         import signal
 
+        from kagemusha.domains._layout import may_have_processes
+
+        # NB: the master leads the session: anything else in it (or tagged) is a leftover.
+        if not may_have_processes(self.layout.dir, os.getsid(0), exclude=frozenset({os.getpid()})):
+            return
         from kagemusha.domains._procs import domain_processes, read_record, signal_procs, wait_gone
 
         record = read_record(self.layout.state_file)
@@ -303,6 +309,7 @@ class Master:
         import socket
 
         from kagemusha.domains._auth import Authenticator
+        from kagemusha.domains._httpd import serve
         from kagemusha.domains._naming import make_naming_app
 
         loop = asyncio.get_running_loop()
@@ -312,28 +319,21 @@ class Master:
         self.watch_child(loop)
         self.set_state("starting")
         auth = Authenticator(self.props.admin_user, self.layout.read_hash)
-        servers = [quiet_server(make_admin_app(self, auth))]
-        socks = [socket.socket(fileno=self.fds["admin"])]
+        apps = [(make_admin_app(self, auth), self.fds["admin"])]
         if "naming" in self.fds:
-            servers.append(quiet_server(make_naming_app(self.props, self.layout.names_file, auth)))
-            socks.append(socket.socket(fileno=self.fds["naming"]))
+            apps.append((make_naming_app(self.props, self.layout.names_file, auth), self.fds["naming"]))
+        stop_serving = asyncio.Event()
         rc = 1
         async with asyncio.TaskGroup() as tg:
-            for server, sock in zip(servers, socks, strict=True):
-                tg.create_task(server.serve(sockets=[sock]))
-
-            async def all_up() -> None:
-                while not all(s.started for s in servers):
-                    await asyncio.sleep(0.002)  # NB: uvicorn's startup is a few loop turns
-                self.wakeup.set()
-
-            up = tg.create_task(all_up())
+            for app, fd in apps:
+                tg.create_task(serve(app, socket.socket(fileno=fd), stop=stop_serving))
+            await asyncio.sleep(0)  # NB: one loop turn and every listener accepts (start_server)
+            up: asyncio.Future[None] = loop.create_future()
+            up.set_result(None)
             try:
                 rc = await self.supervise(up)
             finally:
-                up.cancel()
-                for server in servers:
-                    server.should_exit = True
+                stop_serving.set()
         self.tell_starter("failed")
         if self.state != "stopping":
             self.set_state("stopping", self.detail)
@@ -388,15 +388,20 @@ def main(argv: list[str] | None = None) -> int:
     import asyncio
     import contextlib
 
-    from kagemusha.domains._layout import DomainLayout
-    from kagemusha.domains._procs import write_state
-    from kagemusha.domains._properties import load_properties
+    from kagemusha.domains._layout import DomainLayout, write_state
+    from kagemusha.domains._properties import load_properties, parse_properties
 
     layout = DomainLayout(domain_dir)
     setup_logging(layout.logs, "domain.log")
     log().info("domain=%s app server pid=%d", layout.name, child.pid)
     try:
-        props = load_properties(layout.properties)
+        given = os.environ.pop(ENV_PROPS, None)
+        if given is not None:
+            import json
+
+            props = parse_properties(json.loads(given), source=str(layout.properties), name=layout.name)
+        else:
+            props = load_properties(layout.properties)
     except Exception as exc:  # noqa: BLE001 - logged, and the starter reports the state's detail
         log().error("cannot load %s: %s", layout.properties, exc)
         child.kill()
@@ -416,4 +421,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from kagemusha.domains._appserver import exit_now
+
+    exit_now(main())  # NB: no interpreter teardown on the stop path (see exit_now)
