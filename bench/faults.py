@@ -73,6 +73,8 @@ TABLE_END = "<!-- /faults-table -->"
 FAULTS = ["node-crash", "agent-kill", "agent-hang", "domain-crash", "partition", "store-outage", "slow-store",
           "disk-fail", "stop-fail", "packet-loss"]
 STORES = ["local", "etcd"]
+# Not a fault of the cluster: the campaign breaks the invariants itself, to show that its checks see it.
+SELFTEST = "selftest-split"
 NOT_APPLICABLE = {
     ("partition", "local"): "the local store is one file on one host: there is no link between a node and it to cut",
     ("store-outage", "local"): "the local store is a file, not a service that can stop",
@@ -238,6 +240,7 @@ class WatchdogStandIn:
         self.fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
         self.armed = False
         self.magic = False
+        self.off = False  # the node is powered off: the device counts nothing until it boots
         self.last = 0.0
         self.fired: list[float] = []
         self._stop = threading.Event()
@@ -258,16 +261,21 @@ class WatchdogStandIn:
                     self.magic = data.endswith(b"V")
                 elif self.armed and self.magic:  # magic close
                     self.armed = self.magic = False
+            if self.off:
+                self.armed = self.magic = False
+                continue
             if self.armed and now - self.last > self.timeout:
                 self.armed = self.magic = False
+                self.off = True
                 self.fired.append(time.time())
                 try:
                     self.reset(self.node)
                 except Exception as exc:  # noqa: BLE001 - reported, the stand-in keeps running
                     print(f"watchdog stand-in of {self.node}: reset failed: {exc}", file=sys.stderr, flush=True)
 
-    def machine_reset(self) -> None:
-        """The node was reset or lost power: the device is off until the agent opens it again."""
+    def power(self, on: bool) -> None:
+        """The node lost power (or was reset): the device is off until the node boots again."""
+        self.off = not on
         self.armed = self.magic = False
 
     def idle(self) -> bool:
@@ -539,8 +547,7 @@ class Campaign:
             if r["type"] == "exec":
                 r["stop"] = str(wrap)
         self.c.groups = [g]
-        self.c.cluster = {**TIMERS, "watchdog": str(self.workdir / "watchdog"), "failure_expiry": 5.0,
-                          "startup_wait": 2.0}
+        self.c.cluster = {**TIMERS, "watchdog": str(self.workdir / "watchdog"), "startup_wait": 2.0}
         if self.store == "etcd":
             self.c.cluster["store"] = self.etcd.endpoints
         self._write_toml()
@@ -572,8 +579,8 @@ class Campaign:
     def power_off(self, node: str) -> None:
         """Power cut: link down, every process of the node killed, the disk unmounted, addresses gone."""
         with self.power:
+            self.watchdogs[node].power(False)
             self.h.crash(node)
-            self.watchdogs[node].machine_reset()
             self._umount(node)
             p = self.c.procs.pop(node, None)
             if p is not None:
@@ -590,6 +597,7 @@ class Campaign:
         """A reset or crashed node comes back: link up, its etcd member, its agent."""
         with self.power:
             self.h.revive(node)
+            self.watchdogs[node].power(True)
             self.down.discard(node)
             if self.etcd is not None:
                 i = ["n1", "n2", "n3"].index(node)
@@ -942,6 +950,33 @@ class Campaign:
             self.stop_flag.unlink(missing_ok=True)
         self.heal(active)
 
+    def f_selftest_split(self, active: str, standby: str, res: RunResult) -> None:
+        """The campaign itself puts the VIP, the disk and a service on the standby for a moment."""
+        ns = self.h[standby].netns
+        www = self.workdir / "selftest-www"
+        www.mkdir(exist_ok=True)
+        (www / "index.html").write_text(f"selftest: served by {standby}\n")
+        srv = self.h.popen(standby, [sys.executable, "-m", "http.server", str(APP_PORT), "--bind", "0.0.0.0"],
+                           cwd=www, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            subprocess.run(["ip", "-n", ns, "addr", "add", str(self.h.vip), "dev", "eth0"], check=True)
+            self.h.run(standby, ["mount", "-o", "ro,noload", self.disk_dev, str(self.mp)])
+            self.read_prober()
+            n0 = len(self.prober_recs)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                self.read_prober()
+                if any(r.get("node") == standby and "svc_up" in r for r in self.prober_recs[n0:]) and \
+                        any("arp_conflict" in r for r in self.prober_recs[n0:]):
+                    break
+                time.sleep(0.05)
+            time.sleep(0.2)
+        finally:
+            self.h.run(standby, ["umount", str(self.mp)], check=False)
+            subprocess.run(["ip", "-n", ns, "addr", "del", str(self.h.vip), "dev", "eth0"], check=False)
+            os.killpg(srv.pid, signal.SIGKILL)
+            srv.wait(5)
+
     # -- one run
 
     def run(self, fault: str, i: int) -> RunResult:
@@ -954,6 +989,13 @@ class Campaign:
             return res
         res.active = active
         standby = next(n for n in self.nodes if n != active)
+        # A clean slate, as Pacemaker's CTS cleans up between tests: fail counts and node exclusions of
+        # earlier runs (failure_expiry is 600 s) would change what this run's fault does.
+        r = self.cli(active, "group", "start", GROUP, timeout=60)
+        if r.returncode != 0:
+            res.failed = f"before the fault: group start (clears fail counts): exit {r.returncode}: " \
+                         f"{r.stderr.strip()[-200:]}"
+            return res
         self.read_client()
         t0 = time.time()
         try:
@@ -1030,6 +1072,8 @@ def table(doc: dict[str, Any]) -> str:
              "| client-visible outage min / p50 / max (s) | failed runs | measured |"),
             "|---|---|---:|---|---:|---|---:|---|"]
     for e in doc.get("entries", {}).values():
+        if e["fault"] == SELFTEST:
+            continue
         if not e.get("applicable", True):
             rows.append(f"| {e['fault']} | {e['store']} | – | not applicable: {e['reason']} | | | | |")
             continue
@@ -1110,7 +1154,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     faults = FAULTS if args.faults == "all" else [f.strip() for f in args.faults.split(",") if f.strip()]
     stores = [s.strip() for s in args.store.split(",") if s.strip()]
-    bad = [f for f in faults if f not in FAULTS] + [s for s in stores if s not in STORES]
+    bad = [f for f in faults if f not in [*FAULTS, SELFTEST]] + [s for s in stores if s not in STORES]
     if bad or args.runs < 1:
         print(f"faults: unknown fault or store: {bad} (faults: {FAULTS}, stores: {STORES}), or --runs < 1",
               file=sys.stderr)

@@ -3,7 +3,9 @@
 Runs ``bench/faults.py --runs 1`` on the local store (every fault that applies there), then on a
 three-member etcd the faults that only etcd has (partition, store outage, slow store, packet loss).
 Each run's checks are the campaign's own, from outside the agents: no VIP, disk or service on two
-nodes at once, no acknowledged write lost. The results go to a temporary file, never to
+nodes at once, no acknowledged write lost. The local campaign ends with a self-test
+(``selftest-split``): the campaign breaks every invariant itself and must report it. The results
+go to a temporary file, never to
 ``bench/results``. The full campaign is ``make faults``.
 """
 
@@ -52,14 +54,19 @@ def _assert_clean(doc: dict[str, object], store: str, faults: list[str], output:
 
 
 def test_every_fault_once_on_the_local_store(tmp_path: Path) -> None:
+    """Every fault once; then the self-test: the campaign puts VIP, disk and a service on the standby
+    itself, and its checks must see each of them (exit 1, the run named)."""
     netns.require()
-    rc, output, doc = _campaign(tmp_path, "--store", "local")
-    assert rc == 0, output
-    from bench.faults import FAULTS, applicable
+    from bench.faults import FAULTS, SELFTEST, applicable
 
+    rc, output, doc = _campaign(tmp_path, "--store", "local", "--faults", ",".join([*FAULTS, SELFTEST]))
+    assert rc == 1, output
     _assert_clean(doc, "local", FAULTS, output)
     entries = doc["entries"]
     assert isinstance(entries, dict)
+    st = entries[f"{SELFTEST}/local"]
+    assert all(n >= 1 for n in st["split_brain_windows"].values()), st
+    assert f"INVARIANT BROKEN: local {SELFTEST} run" in output, output
     assert not entries["store-outage/local"]["applicable"]  # reported as not applicable, with the reason
     assert all(applicable(f, "local") is None for f in FAULTS if entries[f"{f}/local"]["applicable"])
 
