@@ -640,8 +640,12 @@ class Campaign:
         return out
 
     def cli(self, node: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return self.h.run(node, [sys.executable, "-m", "kagemusha", *args, "--config",
-                                 str(self.workdir / "cluster.toml")], check=False, timeout=timeout)
+        """``kagemusha ARGS`` inside ``node``; a timeout gives exit 124 (it is killed), never an exception."""
+        argv = [sys.executable, "-m", "kagemusha", *args, "--config", str(self.workdir / "cluster.toml")]
+        try:
+            return self.h.run(node, argv, check=False, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(argv, 124, "", f"timed out after {timeout:g} s")
 
     def status(self, node: str) -> dict[str, Any]:
         try:
@@ -822,14 +826,14 @@ class Campaign:
         for p in first:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)
-        who = self._expect_served(None, t + 0.05, 40, f"first kill -9 of domain1 on {active}")
+        self._expect_served(None, t + 0.05, 60, f"first kill -9 of domain1 on {active}")
+        who = self.wait_steady(90)  # the restart finished (not only the domain serving again)
         if who != active:
-            res.notes.append(f"first kill: served by {who} (not restarted in place)")
+            res.notes.append(f"first kill: the group went to {who} (not restarted in place)")
             return
-        deadline = time.monotonic() + 10
-        second: list[int] = []
-        while time.monotonic() < deadline and not (second := [p for p in self.domain_pids(active) if p not in first]):
-            time.sleep(0.05)
+        second = [p for p in self.domain_pids(active) if p not in first]
+        if not second:
+            raise RunFailed(f"no new domain1 process on {active} after the restart in place")
         t = time.time()
         for p in second:
             with contextlib.suppress(ProcessLookupError):
@@ -982,6 +986,11 @@ class Campaign:
     def run(self, fault: str, i: int) -> RunResult:
         res = RunResult(fault, self.store, i)
         t_start = time.monotonic()
+        # A clean slate, as Pacemaker's CTS cleans up between tests: fail counts and node exclusions of
+        # earlier runs (failure_expiry is 600 s) would change what this run's fault does.
+        r = self.cli(next(n for n in self.nodes if n not in self.down), "group", "start", GROUP, timeout=150)
+        if r.returncode != 0:
+            res.notes.append(f"group start before the fault: exit {r.returncode}")
         try:
             active = self.wait_steady(120)
         except RunFailed as exc:
@@ -989,13 +998,6 @@ class Campaign:
             return res
         res.active = active
         standby = next(n for n in self.nodes if n != active)
-        # A clean slate, as Pacemaker's CTS cleans up between tests: fail counts and node exclusions of
-        # earlier runs (failure_expiry is 600 s) would change what this run's fault does.
-        r = self.cli(active, "group", "start", GROUP, timeout=60)
-        if r.returncode != 0:
-            res.failed = f"before the fault: group start (clears fail counts): exit {r.returncode}: " \
-                         f"{r.stderr.strip()[-200:]}"
-            return res
         self.read_client()
         t0 = time.time()
         try:
@@ -1101,15 +1103,15 @@ def write_table(doc: dict[str, Any], path: Path = DOC) -> bool:
 
 # -- main ----------------------------------------------------------------------------------------
 
-def campaign(store: str, plan: Callable[[int], str | None], log: Log, keep: bool) -> list[RunResult]:
+def campaign(store: str, plan: Callable[[int], str | None], log: Log, keep: bool, soak: bool = False) -> list[RunResult]:
     """Run faults from ``plan(i)`` (None: stop) on one cluster of ``store``; returns the runs."""
     workdir = Path(tempfile.mkdtemp(prefix=f"kg-faults-{store}-"))
     results: list[RunResult] = []
     camp = Campaign(store, workdir, log)
     ok = False
+    i = 0
     try:
         camp.start()
-        i = 0
         while (fault := plan(i)) is not None:
             i += 1
             res = camp.run(fault, i)
@@ -1121,8 +1123,11 @@ def campaign(store: str, plan: Callable[[int], str | None], log: Log, keep: bool
         ok = not any(r.violations or r.failed for r in results)
     except Exception as exc:  # noqa: BLE001 - the cluster could not be built: every planned run fails
         log(f"{store}: campaign aborted: {type(exc).__name__}: {exc}")
-        if not results:
-            results.append(RunResult(plan(0) or "node-crash", store, 1, failed=f"set-up: {exc}"))
+        if not soak:  # every planned run that did not happen is a failed run, with the reason
+            while (fault := plan(i)) is not None:
+                i += 1
+                results.append(RunResult(fault, store, i, failed=f"not run: campaign aborted: {type(exc).__name__}: "
+                                                                 f"{str(exc)[:300]}"))
     finally:
         camp.close()
         if ok and not keep:
@@ -1195,7 +1200,7 @@ def main(argv: list[str] | None = None) -> int:
 
             def plan(i: int, seq: list[str] = seq) -> str | None:
                 return seq[i] if i < len(seq) else None
-        runs = campaign(store, plan, log, args.keep)
+        runs = campaign(store, plan, log, args.keep, soak=bool(args.soak))
         all_runs += runs
         if args.soak:
             soak[store] = {"minutes": args.soak, "runs": len(runs), "seed": args.seed,
