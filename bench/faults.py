@@ -372,6 +372,7 @@ class Campaign:
         self.disk_dev = ""
         self.disk_image = ""
         self.down: set[str] = set()
+        self.dirty = True  # fail counts may be left: clear them (group start) before the next run
         self.power = threading.RLock()
         self.watchdogs: dict[str, WatchdogStandIn] = {}
         self.sampler: Sampler | None = None
@@ -1002,10 +1003,12 @@ class Campaign:
         res = RunResult(fault, self.store, i)
         t_start = time.monotonic()
         # A clean slate, as Pacemaker's CTS cleans up between tests: fail counts and node exclusions of
-        # earlier runs (failure_expiry is 600 s) would change what this run's fault does.
-        r = self.cli(next(n for n in self.nodes if n not in self.down), "group", "start", GROUP, timeout=150)
-        if r.returncode != 0:
-            res.notes.append(f"group start before the fault: exit {r.returncode}")
+        # earlier runs (failure_expiry is 600 s) would change what this run's fault does. Only after a run
+        # that can leave them (or before domain-crash): each CLI call costs seconds on a loaded machine.
+        if self.dirty or fault == "domain-crash":
+            r = self.cli(next(n for n in self.nodes if n not in self.down), "group", "start", GROUP, timeout=150)
+            if r.returncode != 0:
+                res.notes.append(f"group start before the fault: exit {r.returncode}")
         try:
             active = self.wait_steady(120)
         except RunFailed as exc:
@@ -1040,6 +1043,7 @@ class Campaign:
         t1 = time.time()
         self.check(res, t0, t1, holder or None)
         res.seconds = round(time.monotonic() - t_start, 1)
+        self.dirty = fault in ("domain-crash", "disk-fail", "stop-fail") or res.failed is not None
         return res
 
 
@@ -1085,7 +1089,9 @@ def merge(path: Path, entries: dict[str, dict[str, Any]], extra: dict[str, Any])
                                                                         kv[1]["store"])))
     doc.update(extra)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)  # atomic: a campaign of the other store reading it meanwhile sees a whole file
     return doc
 
 
@@ -1124,7 +1130,8 @@ def write_table(doc: dict[str, Any], path: Path = DOC) -> bool:
 
 # -- main ----------------------------------------------------------------------------------------
 
-def campaign(store: str, plan: Callable[[int], str | None], log: Log, keep: bool, soak: bool = False) -> list[RunResult]:
+def campaign(store: str, plan: Callable[[int], str | None], log: Log, keep: bool, soak: bool = False,
+             on_run: Callable[[list[RunResult]], None] | None = None) -> list[RunResult]:
     """Run faults from ``plan(i)`` (None: stop) on one cluster of ``store``; returns the runs."""
     workdir = Path(tempfile.mkdtemp(prefix=f"kg-faults-{store}-"))
     results: list[RunResult] = []
@@ -1142,6 +1149,8 @@ def campaign(store: str, plan: Callable[[int], str | None], log: Log, keep: bool
             log(f"{store} {fault} run {res.run} (active {res.active}): {what}"
                 + (f"; notes: {'; '.join(res.notes)}" if res.notes else "")
                 + (f"; VIOLATIONS: {'; '.join(res.violations)}" if res.violations else ""))
+            if on_run is not None:
+                on_run(results)
         ok = not any(r.violations or r.failed for r in results)
     except Exception as exc:  # noqa: BLE001 - the cluster could not be built: every planned run fails
         log(f"{store}: campaign aborted: {type(exc).__name__}: {exc}")
@@ -1196,6 +1205,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"faults: cannot run: {reason}", file=sys.stderr)
         return 2
 
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    # Installed before any harness: the harness then keeps ours, and the campaign unwinds through its
+    # teardown (agents leave, the campaign's own loop device is detached) instead of dying at once.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
     log = Log()
     started = datetime.now(UTC)
     meta = {"commit": commit(), "date": started.isoformat(timespec="seconds"), "machine": machine(),
@@ -1222,7 +1238,15 @@ def main(argv: list[str] | None = None) -> int:
 
             def plan(i: int, seq: list[str] = seq) -> str | None:
                 return seq[i] if i < len(seq) else None
-        runs = campaign(store, plan, log, args.keep, soak=bool(args.soak))
+        def save(runs: list[RunResult], store: str = store, todo: list[str] = todo) -> None:
+            """After every run: the entries so far go to the results file (an interrupted campaign keeps them)."""
+            if args.soak:
+                return
+            part = {f"{f}/{store}": entry(f, store, [r for r in runs if r.fault == f], {**meta, "n": args.runs})
+                    for f in todo if any(r.fault == f for r in runs)}
+            merge(args.out, {**entries, **part}, {"updated": meta["date"]})
+
+        runs = campaign(store, plan, log, args.keep, soak=bool(args.soak), on_run=save)
         all_runs += runs
         if args.soak:
             soak[store] = {"minutes": args.soak, "runs": len(runs), "seed": args.seed,
