@@ -543,8 +543,10 @@ class Campaign:
         d = dataclasses.replace(self.h.disk, device=self.disk_dev)
         g = self.c.webotx_group(GROUP, self.nodes, disk=d, mp=self.mp, vip=str(self.h.vip), domain="domain1",
                                 scripts="oneway", failback="manual",
-                                # the admin API answers slowly while a domain starts on a loaded machine
-                                monitor={"request_timeout": 3.0, "timeout": 5.0})
+                                # Tolerant of a loaded machine: every probe of the admin API is an argon2 login
+                                # (64 MiB, CPU-bound) that takes seconds when 2 cores carry a load of 30; a dead
+                                # domain is still seen at once ("not running" needs no request).
+                                monitor={"interval": 2.0, "request_timeout": 10.0, "timeout": 15.0})
         gdir = self.workdir / GROUP
         wrap = gdir / "stop-wrap.sh"
         wrap.write_text(f"#!/bin/sh\nif [ -e {shlex.quote(str(self.stop_flag))} ]; then\n"
