@@ -985,13 +985,15 @@ class Campaign:
             self.h.run(standby, ["mount", "-o", "ro,noload", self.disk_dev, str(self.mp)])
             self.read_prober()
             n0 = len(self.prober_recs)
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 60  # until the prober has seen both (slow on a loaded machine)
             while time.monotonic() < deadline:
                 self.read_prober()
                 if any(r.get("node") == standby and "svc_up" in r for r in self.prober_recs[n0:]) and \
                         any("arp_conflict" in r for r in self.prober_recs[n0:]):
                     break
                 time.sleep(0.05)
+            else:
+                res.notes.append("the prober did not see the service and the ARP replies on the standby in 60 s")
             time.sleep(0.2)
         finally:
             self.h.run(standby, ["umount", str(self.mp)], check=False)
