@@ -1060,7 +1060,7 @@ def entry(fault: str, store: str, results: list[RunResult], meta: dict[str, Any]
     results = [r for r in results if not r.unavailable]
     if why is not None:
         return {"fault": fault, "store": store, "applicable": False, "reason": why, **meta}
-    outs = [r.outage_s for r in results if r.outage_s is not None and r.failed is None]
+    outs = [r.outage_s for r in results if r.outage_s is not None]  # failed runs too: their outage was real
     return {
         "fault": fault, "store": store, "applicable": True, "runs": len(results),
         "split_brain_windows": {k: sum(r.windows[k] for r in results) for k in ("vip", "arp", "disk", "service")},
@@ -1286,4 +1286,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt as exc:  # SIGINT/SIGTERM: the runs made so far are in the results file
+        print(f"faults: interrupted ({exc}); the runs made so far are in the results file", file=sys.stderr)
+        raise SystemExit(130) from None
