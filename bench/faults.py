@@ -982,7 +982,9 @@ class Campaign:
                            cwd=www, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             subprocess.run(["ip", "-n", ns, "addr", "add", str(self.h.vip), "dev", "eth0"], check=True)
-            self.h.run(standby, ["mount", "-o", "ro,noload", self.disk_dev, str(self.mp)])
+            # NB: the same options as the active's mount: the harness's one kernel then shares the super block
+            # (a read-only second mount of a read-write super block is refused).
+            self.h.run(standby, ["mount", self.disk_dev, str(self.mp)])
             self.read_prober()
             n0 = len(self.prober_recs)
             deadline = time.monotonic() + 60  # until the prober has seen both (slow on a loaded machine)

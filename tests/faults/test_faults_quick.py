@@ -65,7 +65,8 @@ def test_every_fault_once_on_the_local_store(tmp_path: Path) -> None:
     entries = doc["entries"]
     assert isinstance(entries, dict)
     st = entries[f"{SELFTEST}/local"]
-    assert all(n >= 1 for n in st["split_brain_windows"].values()), st
+    assert all(n >= 1 for n in st["split_brain_windows"].values()), (st["split_brain_windows"], st["failed_runs"],
+                                                                      st["notes"], output)
     assert f"INVARIANT BROKEN: local {SELFTEST} run" in output, output
     assert not entries["store-outage/local"]["applicable"]  # reported as not applicable, with the reason
     assert all(applicable(f, "local") is None for f in FAULTS if entries[f"{f}/local"]["applicable"])
