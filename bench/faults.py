@@ -10,8 +10,8 @@ Run as root::
 The cluster (``tests/e2e/_cluster.py`` on the netns harness): nodes n1 and n2 run agents; the
 store is ``local`` (one SQLite file) or ``etcd`` with three members on n1, n2 and the witness n3
 (``--pre-vote``). The group is the seed's one-way ``webotx1``: floating IP 198.18.0.100, a disk
-(a device-mapper linear device over the harness's loop device, so that ``disk-fail`` can turn it
-into an error target), the seed's start/stop scripts and the domain monitor; the domain serves
+(a loop device of the campaign's own over the harness's disk image, so that ``disk-fail`` can
+shrink it to one sector and back), the seed's start/stop scripts and the domain monitor; the domain serves
 ``kagemusha.demo_app``, which appends every ``PUT /kv/<key>`` to the switchover disk and fsyncs
 before it answers 200. The config's ``watchdog`` is a FIFO per node (bind-mounted on the same
 path in each node's mount namespace); a stand-in here reads it with the kernel watchdog's rules
