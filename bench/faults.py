@@ -1275,7 +1275,10 @@ def main(argv: list[str] | None = None) -> int:
     write_table(doc, args.doc)
 
     print()
-    print(table({"entries": entries}) if entries else json.dumps(soak, indent=1))
+    print(table({"entries": entries}))
+    if soak:
+        print(json.dumps({k: {x: v[x] for x in ("minutes", "runs", "faults", "violations", "failed_runs")}
+                          for k, v in soak.items()}, indent=1))
     print(f"written to {args.out}")
     broken = [r for r in all_runs if r.violations]
     failed = [r for r in all_runs if r.failed]
