@@ -1,5 +1,5 @@
 # Two entry points, both install what they need first (scripts/bootstrap).
-.PHONY: demo test bootstrap lint bench fuzz sim
+.PHONY: demo test bootstrap lint bench fuzz sim faults
 
 bootstrap:
 	@bash scripts/bootstrap
@@ -37,3 +37,9 @@ SIM_SCHEDULES ?= 2000
 SIM_SEED ?= 1
 sim: bootstrap
 	.venv/bin/python -m kagemusha.testing.simulate --schedules $(SIM_SCHEDULES) --seed $(SIM_SEED)
+
+# The fault-injection campaign (root): every fault kind on both stores; results in
+# bench/results/faults.json and the table in docs/reliability.md. RUNS=50 for the full figures.
+RUNS ?= 5
+faults: bootstrap
+	.venv/bin/python bench/faults.py --runs $(RUNS)
