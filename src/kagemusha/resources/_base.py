@@ -87,7 +87,9 @@ class ResourceContext:
     def tag_env(self) -> dict[str, str]:
         """Environment that marks every process started for this resource (used to find and fence them)."""
         return {
-            "KAGEMUSHA_CLUSTER_ID": self.cluster_id,
+            # NB: never empty: a match on an empty id would be a match on group/resource/node alone, and
+            # kill another cluster's processes of the same names (found by the fault campaign).
+            "KAGEMUSHA_CLUSTER_ID": self.cluster_id or "-",
             "KAGEMUSHA_GROUP": self.group,
             "KAGEMUSHA_RESOURCE": self.resource,
             "KAGEMUSHA_NODE": self.node,

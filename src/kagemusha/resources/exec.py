@@ -268,10 +268,7 @@ class ExecResource(Resource):
         self._record.unlink(missing_ok=True)
 
     def _tag(self) -> dict[str, str]:
-        tag = self.ctx.tag_env()
-        if not tag.get("KAGEMUSHA_CLUSTER_ID"):
-            tag.pop("KAGEMUSHA_CLUSTER_ID", None)
-        return tag
+        return self.ctx.tag_env()
 
     async def probe(self) -> Probe:
         if self._record.exists():
