@@ -289,8 +289,15 @@ def main() -> None:
             },
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         }
+        # The shared record format (bench/_results.py): one part, "domain", with where it comes from.
+        meta = {"commit": result.pop("commit", None), "dirty": result.pop("dirty", None), "date": result.pop("date", None),
+                "machine": {"cores": result.pop("cores", None), "kernel": result.pop("kernel", None),
+                            "python": result.pop("python", None),
+                            "load_average_at_start": result.pop("load_average_at_start", None)},
+                "n": result.get("n_starts"), "command": result.pop("command", None)}
+        doc = {"benchmark": args.out.stem, "parts": {"domain": {**result, "meta": meta}}}
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        args.out.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"results written to {args.out}")
 
 

@@ -1063,7 +1063,7 @@ def entry(fault: str, store: str, results: list[RunResult], meta: dict[str, Any]
         why = f"not available on this machine: {results[0].unavailable}"
     results = [r for r in results if not r.unavailable]
     if why is not None:
-        return {"fault": fault, "store": store, "applicable": False, "reason": why, **meta}
+        return {"fault": fault, "store": store, "applicable": False, "reason": why, **meta, "n": 0}
     outs = [r.outage_s for r in results if r.outage_s is not None]  # failed runs too: their outage was real
     return {
         "fault": fault, "store": store, "applicable": True, "runs": len(results),
