@@ -79,16 +79,23 @@ def test_another_mount_namespace_counts_only_if_it_sees_the_same_directory(workd
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *SLEEP], env=env
     )
     try:
+        def cmdline(p: psutil.Process) -> list[str]:
+            # NB: this test's process may have zombie children of earlier tests: they have no cmdline.
+            try:
+                return p.cmdline()
+            except psutil.Error:
+                return []
+
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            cmds = {p.pid: p.cmdline() for p in psutil.Process(os.getpid()).children(recursive=True)}
+            cmds = {p.pid: cmdline(p) for p in psutil.Process(os.getpid()).children(recursive=True)}
             if sum(1 for c in cmds.values() if c[:1] == [sys.executable]) == 2:
                 break
             time.sleep(0.05)
         sleepers = {
             p.pid: p
             for p in psutil.Process(os.getpid()).children(recursive=True)
-            if p.cmdline()[:1] == [sys.executable]
+            if cmdline(p)[:1] == [sys.executable]
         }
         assert len(sleepers) == 2
         found = {p.pid for p in domain_processes(ddir)}
