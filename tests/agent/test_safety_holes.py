@@ -91,6 +91,12 @@ def config(tmp_path: Path, **cluster: Any) -> Any:
     return parse_config(data, source="", base_dir=tmp_path)
 
 
+def wd_config(tmp_path: Path, watchdog: Path) -> Any:
+    """Timers that allow a whole-second watchdog (W = floor(2.0 - 0.3 - 0.2) = 1 s)."""
+    return config(tmp_path, heartbeat_interval=0.2, heartbeat_timeout=2.0, store_timeout=0.3, fence_margin=0.2,
+                  watchdog=str(watchdog))
+
+
 async def wait_for(cond: Any, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -173,8 +179,7 @@ def test_fence_group_is_never_skipped_while_a_worker_runs(tmp_path: Path) -> Non
 
 def test_an_incomplete_fence_keeps_the_claim_and_stops_feeding_the_watchdog(tmp_path: Path) -> None:
     wd = FifoWatchdog(tmp_path / "watchdog")
-    cfg = config(tmp_path, heartbeat_interval=0.2, heartbeat_timeout=2.0, store_timeout=0.3, fence_margin=0.2,
-                 watchdog=str(wd.path))
+    cfg = wd_config(tmp_path, wd.path)
     backend = MemoryBackend()
 
     async def scenario() -> int:
@@ -209,8 +214,7 @@ def test_an_incomplete_fence_keeps_the_claim_and_stops_feeding_the_watchdog(tmp_
 
 def test_a_clean_fence_disarms_the_watchdog_before_it_fires(tmp_path: Path) -> None:
     wd = FifoWatchdog(tmp_path / "watchdog")
-    cfg = config(tmp_path, heartbeat_interval=0.2, heartbeat_timeout=2.0, store_timeout=0.3, fence_margin=0.2,
-                 watchdog=str(wd.path))
+    cfg = wd_config(tmp_path, wd.path)
     backend = MemoryBackend()
 
     async def scenario() -> None:
@@ -231,8 +235,7 @@ def test_a_clean_fence_disarms_the_watchdog_before_it_fires(tmp_path: Path) -> N
 
 
 def test_a_watchdog_that_cannot_be_armed_starts_nothing(tmp_path: Path) -> None:
-    cfg = config(tmp_path, heartbeat_interval=0.2, heartbeat_timeout=2.0, store_timeout=0.3, fence_margin=0.2,
-                 watchdog=str(tmp_path / "no" / "such" / "watchdog"))
+    cfg = wd_config(tmp_path, tmp_path / "no" / "such" / "watchdog")
 
     async def scenario() -> None:
         agent = Agent(cfg, "n1", store=MemoryStore(MemoryBackend()), serve_api=False)
