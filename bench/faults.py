@@ -850,7 +850,13 @@ class Campaign:
         for p in second:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)
-        self._expect_served(standby, t, 60, f"second kill -9 of domain1 on {active} (past restart_limit)")
+        # NB: the admin domain now restarts a crashed domain itself (domain.restart.limit, default 3) and
+        # races the cluster's monitor; which of the two acts decides whether the group restarts in place
+        # again or fails over. What is checked here is service again from either node (and, after the run,
+        # every invariant); where it came from is noted.
+        who = self._expect_served(None, t, 60, f"second kill -9 of domain1 on {active}")
+        if who != standby:
+            res.notes.append(f"second kill: served again by {who} (the admin domain restarted it in place)")
 
     def f_partition(self, active: str, standby: str, res: RunResult) -> None:
         rules = ("table inet kgfault {\n chain in { type filter hook input priority 0; iifname \"eth0\" drop; }\n"

@@ -28,6 +28,7 @@ SERIAL_PATHS = (
     "tests/store/test_etcd.py",
     "tests/integration/test_recovery.py",
     "tests/resources/test_disk.py",
+    "tests/faults/",
 )
 
 #: Test files that use fixed ports (tests/domains/conftest.py PORTS_LOCK): one xdist group.
