@@ -162,10 +162,12 @@ def test_fence_group_is_never_skipped_while_a_worker_runs(tmp_path: Path) -> Non
 
     async def scenario() -> None:
         agent = Agent(cfg, "n1", store=MemoryStore(MemoryBackend()), serve_api=False)
+        lease = await agent.store.grant_lease(5.0)
+        agent.lease_id, agent.valid_until = lease.id, time.monotonic() + 5.0
         async with asyncio.TaskGroup() as tg:
             agent._tg = tg
             rt = agent.groups["g"]
-            agent._spawn(rt, agent._start(rt, ClpEvent.START))
+            agent._spawn(rt, agent._start(rt, ClpEvent.START, lease.id))
             await wait_for(lambda: rt.local == LocalState.STARTING)
             await agent._execute(Action(ActionKind.FENCE_GROUP, "g", reason="running here but owned by n2"))
             assert Steer.fence_calls == 1, "the fence was skipped because a start worker ran"

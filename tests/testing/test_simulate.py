@@ -129,6 +129,23 @@ AGENT_BUGS = {
         ("seed=e:24 nodes=2 groups=1 preset=edge | 1.000 slow n1 dur=0.812 x=0.290 mode=answer; "
         "1.812 partition n1 dur=2.000 mode=blackhole"),
     ),
+    "start-after-fence-in-decision-loop": (
+        ("a TAKE's store writes (slow store) ran in the decision loop while the lease keeper fenced; the start "
+         "was spawned afterwards without checking the lease again (found on the redesigned agent)"),
+        ("seed=1:3126 nodes=3 groups=1 preset=tight | 1.283 move n3 g1; 1.288 partition n3 dur=0.432 mode=blackhole; "
+         "1.577 slow n3 dur=0.835 x=0.195 mode=answer; 2.412 partition n3 dur=0.402 mode=blackhole"),
+    ),
+    "start-after-fence-edge": (
+        "the same, at the timing rule's bound (preset edge)",
+        ("seed=1:917 nodes=3 groups=1 preset=edge | 2.158 slow n2 dur=1.260 x=0.246 mode=both; 2.825 move n2 g1; "
+         "3.418 partition n2 dur=1.532 mode=blackhole"),
+    ),
+    "fence-waits-for-a-status-write": (
+        ("a fence cancelled a worker whose cleanup wrote its status to an unreachable store: the fence waited "
+         "store_timeout and finished after the lease expired (found on the redesigned agent)"),
+        ("seed=1:1813 nodes=3 groups=2 preset=retry | 2.811 agent-crash n1; 2.841 outage dur=0.507; "
+         "3.038 slow n2 dur=1.464 x=0.348 mode=answer; 4.502 partition n2 dur=1.643 mode=blackhole"),
+    ),
     "watchdog-unarmed-after-start": (
         ("the watchdog is armed only at the first renewal after a group starts: an agent that hangs in between "
         "is never reset and runs the group past its lease while the standby starts it"),

@@ -728,12 +728,16 @@ class Agent:
             if a.clear_move:
                 await self._safe(self.records.clear_move(rt.name))
             await self._event(rt.name, a.event_kind or EventKind.START, a.reason)
-            self._spawn(rt, self._start(rt, a.event))
+            # NB: the writes above may have taken up to 3 * store_timeout each, in the decision loop (no
+            # fence cancels it): the lease is checked again here and in the worker (found by the
+            # simulation: a start after the fence).
+            if self._under_lease(a):
+                self._spawn(rt, self._start(rt, a.event, a.lease))
         elif a.kind == ActionKind.START:
             assert a.event is not None
             if not self._under_lease(a) or not self._arm_watchdog():
                 return
-            self._spawn(rt, self._start(rt, a.event))
+            self._spawn(rt, self._start(rt, a.event, a.lease))
         elif a.kind == ActionKind.RESTART:
             if not self._under_lease(a) or not self._arm_watchdog():
                 return
@@ -741,7 +745,8 @@ class Agent:
             rt.restarts = list(a.restarts)
             rt.stats["restarts"] += 1
             await self._event(rt.name, EventKind.RESTART, a.reason)
-            self._spawn(rt, self._restart(rt))
+            if self._under_lease(a):
+                self._spawn(rt, self._restart(rt, a.lease))
         elif a.kind == ActionKind.STOP:
             rt.request = None
             self._spawn(rt, self._stop(rt, a))
@@ -752,9 +757,11 @@ class Agent:
         rt.worker = task
 
     async def _guard(self, rt: GroupRuntime, coro: Any) -> None:
+        cancelled = False
         try:
             await coro
         except asyncio.CancelledError:
+            cancelled = True
             raise
         except Exception as exc:  # a bug in a driver must not kill the agent: treat as failed stop
             log.exception("group worker crashed", extra={"kv": {"group": rt.name}})
@@ -768,8 +775,13 @@ class Agent:
                 del self.groups[rt.name]
                 log.info("group removed", extra={"kv": {"group": rt.name}})
                 self._kick.set()
-            elif not self._done.is_set():
+            elif not self._done.is_set() and not cancelled:
+                # NB: never a store write in a cancelled worker: whoever cancelled it (a fence) awaits it,
+                # and a write to an unreachable store would hold the fence up by store_timeout (found by
+                # the simulation: the fence finished after the lease expired).
                 await self._write_status(rt)
+                self._kick.set()
+            else:
                 self._kick.set()
 
     async def _cancel_worker(self, rt: GroupRuntime) -> None:
@@ -785,10 +797,16 @@ class Agent:
                 pass
         rt.worker = None
 
-    async def _start(self, rt: GroupRuntime, event: ClpEvent) -> None:
+    async def _start(self, rt: GroupRuntime, event: ClpEvent, lease: int | None) -> None:
+        """Start the group's resources, only while ``lease`` (the one the start was decided under) holds."""
         rt.local = LocalState.STARTING
         rt.reason = ""
         await self._write_status(rt)
+        # NB: no await between this check and the first resource's start; a fence later cancels the worker.
+        if lease is None or lease != self.lease_id or not self._lease_usable():
+            rt.local, rt.reason = LocalState.STOPPED, "start dropped: its lease is gone"
+            log.warning("start dropped: its lease is gone", extra={"kv": {"group": rt.name, "decided_under": lease}})
+            return
         t0 = self.clock.monotonic()
         try:
             await rt.start_resources(event)
@@ -810,9 +828,9 @@ class Agent:
         await self._event(rt.name, EventKind.ONLINE, f"online on {self.node} ({event.value})")
         self._start_monitors(rt)
 
-    async def _restart(self, rt: GroupRuntime) -> None:
+    async def _restart(self, rt: GroupRuntime, lease: int | None) -> None:
         if await self._stop_in_place(rt):
-            await self._start(rt, rt.env.event)
+            await self._start(rt, rt.env.event, lease)
 
     async def _stop(self, rt: GroupRuntime, a: Action) -> None:
         """Stop the group, then write what the action says (marks, counts, target, last run) and release it."""

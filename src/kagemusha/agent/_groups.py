@@ -42,7 +42,8 @@ _S = LocalState
 #: fences) and to FENCING; FENCING leaves only to STOPPED, once the fence is proven.
 TRANSITIONS: dict[LocalState, frozenset[LocalState]] = {
     _S.STOPPED: frozenset({_S.STARTING, _S.STOPPING}),
-    _S.STARTING: frozenset({_S.RUNNING, _S.START_FAILED}),
+    # STARTING -> STOPPED: a start dropped before any resource started (its lease went meanwhile)
+    _S.STARTING: frozenset({_S.RUNNING, _S.START_FAILED, _S.STOPPED}),
     _S.RUNNING: frozenset({_S.STOPPING}),
     _S.STOPPING: frozenset({_S.STOPPED}),
     _S.START_FAILED: frozenset({_S.STOPPING}),
