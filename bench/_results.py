@@ -140,6 +140,38 @@ def load(benchmark: str) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
+def commits_of(doc: Any) -> list[str]:
+    """Every commit named anywhere in a results document (a part's ``meta.commit``, a campaign entry's
+    ``commit``), as ``sha`` or ``sha+dirty``: what ``stamp`` lists at the top of the file."""
+    found: set[str] = set()
+
+    def walk(x: Any) -> None:
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k == "commit" and isinstance(v, str) and v:
+                    found.add(v)
+                elif k == "commit" and isinstance(v, dict) and v.get("sha"):
+                    found.add(str(v["sha"]) + ("+dirty" if v.get("dirty") else ""))
+                elif k == "commit" and isinstance(v, dict) and v.get("written_by"):
+                    # a run from before records carried the commit: the commit that stored its results
+                    found.update(f"{sha} (stored the results; the run did not record its own commit)"
+                                 for sha in v["written_by"])
+                elif k != "commits":
+                    walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    walk(doc)
+    return sorted(found)
+
+
+def stamp(doc: dict[str, Any]) -> dict[str, Any]:
+    """Say at the top of a results file which commits produced it (each part keeps its own record)."""
+    doc["commits"] = commits_of(doc)
+    return doc
+
+
 def save(benchmark: str, section: str, parts: dict[str, dict[str, Any]], meta: dict[str, Any],
          *, about: dict[str, Any] | None = None) -> Path:
     """Write ``parts`` (each whole, each with ``meta``) into ``section``; keep every other part as it was.
@@ -154,6 +186,7 @@ def save(benchmark: str, section: str, parts: dict[str, dict[str, Any]], meta: d
     for name, part in parts.items():
         sec[name] = {"meta": meta, **{k: v for k, v in part.items() if k != "meta"}}
     doc[section] = sec
+    stamp(doc)
     path = path_of(benchmark)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")

@@ -295,7 +295,10 @@ def main() -> None:
                             "python": result.pop("python", None),
                             "load_average_at_start": result.pop("load_average_at_start", None)},
                 "n": result.get("n_starts"), "command": result.pop("command", None)}
-        doc = {"benchmark": args.out.stem, "parts": {"domain": {**result, "meta": meta}}}
+        sys.path.insert(0, str(ROOT))
+        from bench._results import stamp
+
+        doc = stamp({"benchmark": args.out.stem, "parts": {"domain": {**result, "meta": meta}}})
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"results written to {args.out}")

@@ -1102,6 +1102,9 @@ def merge(path: Path, entries: dict[str, dict[str, Any]], extra: dict[str, Any])
                                                                         if kv[1]["fault"] in FAULTS else 99,
                                                                         kv[1]["store"])))
     doc.update(extra)
+    from bench._results import stamp
+
+    stamp(doc)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(doc, indent=1) + "\n")

@@ -27,8 +27,12 @@ def test_readme_table_is_generated_from_the_results() -> None:
 def test_every_part_of_a_results_file_carries_its_record(path: Path) -> None:
     doc = json.loads(path.read_text())
     assert doc.get("benchmark") == path.stem
+    from bench._results import commits_of
+
+    assert doc.get("commits") and doc["commits"] == commits_of(doc), f"{path.name}: no list of the commits at the top"
     # "timers": the fault campaign's constant settings, not a part
-    sections = {k: v for k, v in doc.items() if k not in ("benchmark", "about", "timers") and isinstance(v, dict)}
+    sections = {k: v for k, v in doc.items()
+                if k not in ("benchmark", "about", "timers", "commits") and isinstance(v, dict)}
     assert sections, f"{path.name}: no parts"
     for section, parts in sections.items():
         for name, part in parts.items():
