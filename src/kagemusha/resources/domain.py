@@ -40,6 +40,7 @@ from typing import Any, ClassVar, TypeVar
 import psutil
 from pydantic import Field, field_validator
 
+from kagemusha import _proc
 from kagemusha.domains import (
     DEFAULT_START_WAIT,
     DEFAULT_WAIT_TIMEOUT,
@@ -115,6 +116,18 @@ def _tagged_here(domain_dir: Path) -> list[int]:
             if proc.environ().get(_ENV_TAG) == tag and _mount_ns(proc.info["pid"]) == mine:
                 found.append(proc.info["pid"])
     return found
+
+
+def _survivors(domain_dir: Path) -> list[int]:
+    """The domain's tagged processes still alive after SIGKILL, given half a second to go (``_tagged_here``
+    already leaves zombies out: they run nothing)."""
+    procs = []
+    for pid in _tagged_here(domain_dir):
+        with contextlib.suppress(psutil.Error):
+            procs.append(psutil.Process(pid))
+    if procs:
+        _proc.wait_gone(procs, 0.5)
+    return _tagged_here(domain_dir)
 
 
 class DomainResource(Resource):
@@ -248,7 +261,7 @@ class DomainResource(Resource):
         where = self._expected_dir()
         if where is not None:
             # Proof, not hope: a process that survived SIGKILL (uninterruptible sleep) keeps the fence open.
-            left = [pid for pid in await self._call(_tagged_here, where) if _alive(pid)]
+            left = await self._call(_survivors, where)
             if left:
                 raise ResourceFailed(f"domain {self.params.domain}: processes {left} still alive after SIGKILL")
 
@@ -259,11 +272,3 @@ class DomainResource(Resource):
         if params.registry is not None and Path(params.registry).exists() and not Path(params.registry).is_dir():
             errors.append(("registry", f"{params.registry} is not a directory"))
         return errors
-
-
-def _alive(pid: int) -> bool:
-    """A process that still runs (a zombie runs nothing)."""
-    try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
