@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,12 @@ class Site:
                        env=env)
 
     def uninstall(self, node: str, *extra: str, plan: str = "plan") -> subprocess.CompletedProcess[str]:
-        return self.kg(node, "uninstall", "--plan", str(self.dir / plan), "--node", node, *extra)
+        r = self.kg(node, "uninstall", "--plan", str(self.dir / plan), "--node", node, *extra)
+        print(r.stdout, r.stderr, sep="\n")  # shown when the test fails: each step's outcome
+        if "did not leave" in r.stderr:
+            # NB: not a failure (the escalation is the designed path), but seen once in CI: keep the log
+            warnings.warn(f"uninstall on {node} escalated:\n{r.stderr}", stacklevel=2)
+        return r
 
     def status(self, node: str, plan: str = "plan") -> dict[str, Any]:
         r = self.kg(node, "status", "--config", str(self.dir / plan / "cluster.toml"), "--json", timeout=30)

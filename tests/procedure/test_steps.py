@@ -6,6 +6,7 @@ step's contract with it is four commands (daemon-reload, enable, is-enabled, dis
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -80,3 +81,49 @@ def test_a_foreign_file_is_never_overwritten(ctx: BuildContext) -> None:
     problems = preflight(ctx, steps, {s.id: None for s in steps})
     assert any("cluster.toml exists and is not this plan's" in p for p in problems), problems
     assert (ctx.etc / "cluster.toml").read_text() == "# someone else's\n"
+
+
+# A stand-in supervisor: its child (the "agent") runs in a session of its own, as the real one does,
+# and ignores SIGTERM as a stuck agent would; the supervisor forwards signals and waits for it.
+STUCK = r"""
+import os, signal, subprocess, sys
+child = subprocess.Popen([sys.executable, "-c",
+    "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\n"
+    "while True: time.sleep(1)"], start_new_session=True, stdout=subprocess.PIPE)
+signal.signal(signal.SIGTERM, lambda s, f: child.send_signal(s))
+assert child.stdout.readline() == b"up\n"
+print(child.pid, flush=True)
+while child.poll() is None:
+    signal.pause()
+"""
+
+
+def test_an_agent_that_does_not_leave_is_ended_by_pid_and_reported(
+    ctx: BuildContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the undo killed the supervisor's process group after its wait, but the agent has a
+    session of its own: it kept running (seen in CI as one process left after ``uninstall``)."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from kagemusha.procedure._steps import StartAgent, StepFailed
+
+    monkeypatch.setattr("kagemusha.procedure._steps.LEAVE_GRACE", 0.3)
+    monkeypatch.setattr("kagemusha.procedure._steps._systemctl", lambda *a: subprocess.CompletedProcess(a, 0))
+    sup = subprocess.Popen([sys.executable, "-c", STUCK], stdout=subprocess.PIPE, start_new_session=True)
+    agent = 0
+    try:
+        assert sup.stdout is not None
+        agent = int(sup.stdout.readline())  # NB: printed once the agent runs and ignores SIGTERM
+        ctx.manifest.record("start", "process", pid=sup.pid, create_time=psutil.Process(sup.pid).create_time())
+        with pytest.raises(StepFailed, match="did not stop after two SIGTERMs"):
+            StartAgent().undo(ctx)
+        assert not psutil.pid_exists(agent) or psutil.Process(agent).status() == psutil.STATUS_ZOMBIE
+    finally:
+        for pid in (sup.pid, agent):
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+        sup.wait()

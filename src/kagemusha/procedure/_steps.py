@@ -666,27 +666,84 @@ class StartAgent(Step):
         return what + "; joined the cluster"
 
     def undo(self, ctx: BuildContext) -> str:
-        stopped = []
+        stopped: list[str] = []
+        notes: list[str] = []
         for e in list(ctx.manifest.entries_of(self.id)):
             if e["kind"] != "process":
                 continue
             if _proc_alive(e):
-                pid = int(e["pid"])
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-                deadline = time.monotonic() + 90
-                while _proc_alive(e) and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                if _proc_alive(e):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(pid, signal.SIGKILL)
-                stopped.append(str(pid))
+                notes += _stop_agent(ctx, e)
+                stopped.append(str(e["pid"]))
             ctx.manifest.forget(e)
         if ctx.service == "systemd":
             _systemctl("stop", ctx.unit_name)
         _undo_entries(ctx, self.id)
         ctx.manifest.unmark(self.id)
-        return f"agent stopped (pid {', '.join(stopped)})" if stopped else "agent stopped"
+        what = f"agent stopped (pid {', '.join(stopped)})" if stopped else "agent stopped"
+        return "; ".join([what, *notes])
+
+
+#: How long a leaving agent gets once ``uninstall`` has released its groups (it then only gives up
+#: its lease), and again after a second SIGTERM (a proven fence of whatever it still runs).
+LEAVE_GRACE = 30.0
+
+
+def _stop_agent(ctx: BuildContext, entry: dict[str, Any]) -> list[str]:
+    """SIGTERM the supervisor (it forwards to the agent) and wait; escalate without leaving anything.
+
+    NB: the agent runs in a session of its own (the supervisor's ``start_new_session``), so a kill
+    of the supervisor's process group would leave the agent running: the agent is ended by its PID.
+    Escalation: a second SIGTERM makes the agent fence at once (proven, like every fence); only when
+    even that does not end it are both killed, and the step fails naming the log.
+    """
+    import psutil
+
+    from kagemusha.config import load_config
+
+    pid = int(entry["pid"])
+    try:
+        sup = psutil.Process(pid)
+        procs = [sup, *sup.children()]  # the supervisor and its agent
+    except psutil.Error:
+        return []
+    try:
+        cfg = load_config(ctx.config_file if ctx.config_file.exists() else ctx.plan.cluster_toml, check_drivers=False)
+        grace = LEAVE_GRACE + cfg.cluster.heartbeat_timeout
+    except Exception:  # noqa: BLE001 - the config is reported by its own step; wait generously
+        grace = LEAVE_GRACE + 10
+
+    def gone(timeout: float) -> bool:
+        _, alive = psutil.wait_procs(procs, timeout=timeout)
+        return not [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+    t0 = time.monotonic()
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if gone(grace):
+        return []
+    tail = _log_tail(ctx.agent_log)
+    notes = [f"the agent did not leave within {grace:g} s: sent a second SIGTERM (it fences at once)"]
+    print(f"kagemusha uninstall: {notes[0]}; the end of {ctx.agent_log}:\n{tail}", file=sys.stderr)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if gone(grace):
+        return [*notes, f"stopped after {time.monotonic() - t0:.1f} s"]
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    gone(5.0)
+    raise StepFailed(f"the agent (pid {', '.join(str(p.pid) for p in procs)}) did not stop after two SIGTERMs; "
+                     f"killed it: check this node for leftovers of its groups (log: {ctx.agent_log})")
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(cannot read it: {exc.strerror})"
 
 
 def build_steps(ctx: BuildContext) -> list[Step]:
