@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["create_app", "exit_now", "is_asgi", "load_app", "main", "server_config", "uvicorn_log_config"]
+__all__ = ["create_app", "exit_now", "is_asgi", "load_app", "loop_factory", "main", "server_config", "uvicorn_log_config"]
 
 ENV_APP = "KAGEMUSHA_DOMAIN_APP"
 ENV_APP_PATH = "KAGEMUSHA_DOMAIN_APP_PATH"
@@ -248,15 +248,21 @@ async def serve(listeners: dict[str, socket.socket], *, access_log: bool, ready_
     return 0 if all(server.started for server, _ in servers) else 3
 
 
+def loop_factory() -> Callable[[], Any] | None:
+    """The event loop uvicorn would run the app on (uvloop when installed, as ``uvicorn app``)."""
+    import uvicorn
+
+    # NB: making a Config configures logging: log_config=None, or it would reconfigure it, and
+    # access_log left True, or it would take the access log's handler away
+    factory: Callable[[], Any] | None = uvicorn.Config(app="unused:app", log_config=None).get_loop_factory()
+    return factory
+
+
 def _serve_process(listeners: dict[str, socket.socket], *, access_log: bool, ready_fd: int | None) -> int:
     import asyncio
 
-    import uvicorn
-
-    # uvloop when installed, as uvicorn; NB: log_config=None, or this Config would reconfigure logging
-    loop_factory = uvicorn.Config(app="unused:app", log_config=None).get_loop_factory()
     try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             return runner.run(serve(listeners, access_log=access_log, ready_fd=ready_fd))
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else 3
