@@ -231,6 +231,7 @@ def throughput_mode(
         "cpu_ratio": round(cpu_ratio, 3),
         "target_met": ratio >= 0.95,
         "load_1min": {"min": min(loads), "median": statistics.median(loads), "max": max(loads)},
+        "per_round": [{k: round(v, 1) for k, v in r.items()} for r in rows],
     }
 
 
@@ -272,9 +273,9 @@ def machine() -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--starts", type=int, default=10, help="start/stop cycles of each kind (N)")
-    ap.add_argument("--requests", type=int, default=2000, help="requests per burst (each side, each round)")
+    ap.add_argument("--requests", type=int, default=1000, help="requests per burst (each side, each round)")
     ap.add_argument("--concurrency", type=int, default=16)
-    ap.add_argument("--rounds", type=int, default=15,
+    ap.add_argument("--rounds", type=int, default=30,
                     help="interleaved throughput rounds per mode (the median of the per-round ratios is kept)")
     ap.add_argument("--modes", default="access_log_off,access_log_on",
                     help="throughput modes to run, comma-separated (access_log_off, access_log_on)")
