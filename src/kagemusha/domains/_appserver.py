@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["create_app", "exit_now", "is_asgi", "load_app", "main", "uvicorn_log_config"]
+__all__ = ["create_app", "exit_now", "is_asgi", "load_app", "loop_factory", "main", "server_config", "uvicorn_log_config"]
 
 ENV_APP = "KAGEMUSHA_DOMAIN_APP"
 ENV_APP_PATH = "KAGEMUSHA_DOMAIN_APP_PATH"
@@ -108,20 +108,29 @@ def uvicorn_log_config(logs: Path, *, access_log: bool = True) -> dict[str, Any]
     """uvicorn logging to rotated files in the domain's ``logs/``."""
     fmt = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
-    def handler(filename: str) -> dict[str, Any]:
+    def handler(filename: str, cls: str = "logging.handlers.RotatingFileHandler") -> dict[str, Any]:
         return {
-            "class": "logging.handlers.RotatingFileHandler",
+            "class": cls,
             "formatter": "plain",
             "filename": str(logs / filename),
             "maxBytes": 10 * 1024 * 1024,
             "backupCount": 5,
         }
 
+    # NB: one record per request: the access log is written in batches, its stamp made once a
+    # second (kagemusha.domains._accesslog); the same lines as the server log's format.
+    access = {
+        **handler("access.log", "kagemusha.domains._accesslog.BufferedRotatingFileHandler"),
+        "formatter": "access",
+    }
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": fmt}},
-        "handlers": {"server": handler("server.log"), "access": handler("access.log")},
+        "formatters": {
+            "plain": {"format": fmt},
+            "access": {"()": "kagemusha.domains._accesslog.AccessLogFormatter"},
+        },
+        "handlers": {"server": handler("server.log"), "access": access},
         "loggers": {
             "uvicorn": {"handlers": ["server"], "level": "INFO", "propagate": False},
             "uvicorn.error": {"level": "INFO"},
@@ -155,6 +164,32 @@ def _signal_ready(fd: int | None) -> None:
         os.close(fd)
 
 
+def server_config(
+    app: Any, *, access_log: bool, first: bool = True, tls: tuple[str, str] | None = None
+) -> Any:
+    """The ``uvicorn.Config`` of one listener of the app server.
+
+    NB: the HTTP implementation, the event loop, the limits and timeouts stay uvicorn's defaults,
+    so a domain serves requests exactly as ``uvicorn app`` does on this machine (httptools and
+    uvloop when installed, h11 and asyncio otherwise); a test guards it. What differs is only
+    what the domain owns: logging (``log_config=None``: configured by :func:`main`), no
+    ``Server`` header, no ``X-Forwarded-*`` rewriting (the domain is the endpoint of its VIP),
+    the app's lifespan run once (on the first listener), and the sockets, which are inherited.
+    """
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=access_log,
+        proxy_headers=False,
+        server_header=False,
+        lifespan="auto" if first else "off",  # the app's startup and shutdown run once
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
+    )
+
+
 async def serve(listeners: dict[str, socket.socket], *, access_log: bool, ready_fd: int | None) -> int:
     """Serve the app on every listener (``http`` plain, ``https`` with TLS) until SIGTERM/SIGINT."""
     import asyncio
@@ -179,18 +214,10 @@ async def serve(listeners: dict[str, socket.socket], *, access_log: bool, ready_
     app = create_app()
     servers: list[tuple[_Server, socket.socket]] = []
     for name, sock in listeners.items():
-        tls: dict[str, Any] = {}
+        tls = None
         if name == "https":
-            tls = {"ssl_certfile": os.environ[ENV_TLS_CERT], "ssl_keyfile": os.environ[ENV_TLS_KEY]}
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            access_log=access_log,
-            proxy_headers=False,
-            server_header=False,
-            lifespan="auto" if not servers else "off",  # the app's startup and shutdown run once
-            **tls,
-        )
+            tls = (os.environ[ENV_TLS_CERT], os.environ[ENV_TLS_KEY])
+        config = server_config(app, access_log=access_log, first=not servers, tls=tls)
         servers.append((_Server(config), sock))
 
     loop = asyncio.get_running_loop()
@@ -221,15 +248,21 @@ async def serve(listeners: dict[str, socket.socket], *, access_log: bool, ready_
     return 0 if all(server.started for server, _ in servers) else 3
 
 
+def loop_factory() -> Callable[[], Any] | None:
+    """The event loop uvicorn would run the app on (uvloop when installed, as ``uvicorn app``)."""
+    import uvicorn
+
+    # NB: making a Config configures logging: log_config=None, or it would reconfigure it, and
+    # access_log left True, or it would take the access log's handler away
+    factory: Callable[[], Any] | None = uvicorn.Config(app="unused:app", log_config=None).get_loop_factory()
+    return factory
+
+
 def _serve_process(listeners: dict[str, socket.socket], *, access_log: bool, ready_fd: int | None) -> int:
     import asyncio
 
-    import uvicorn
-
-    # uvloop when installed, as uvicorn; NB: log_config=None, or this Config would reconfigure logging
-    loop_factory = uvicorn.Config(app="unused:app", log_config=None).get_loop_factory()
     try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             return runner.run(serve(listeners, access_log=access_log, ready_fd=ready_fd))
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else 3
@@ -258,7 +291,7 @@ def _prefork(
                 worker_ready = os.dup(ready_w) if ready_w >= 0 else None
                 code = _serve_process(listeners, access_log=access_log, ready_fd=worker_ready)
             finally:
-                os._exit(code)
+                exit_now(code)  # NB: flushes the worker's buffered access log
         children.add(pid)
 
     def forward(signum: int, _frame: Any) -> None:
