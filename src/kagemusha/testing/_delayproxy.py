@@ -20,7 +20,8 @@ NB: etcd's JSON gateway dials its own member's client port over TCP; if a member
 namespace, that connection is redirected too, and delaying it would slow every client of that
 member, not only this namespace's. Connections made by a process named in ``exempt`` (``--exempt
 etcd``) are therefore forwarded without delay; the owner is found through ``/proc/net/tcp`` and
-the process's open files (``test_exempt_process_is_not_delayed`` pins it).
+the process's open files, once per connection, when its first chunk is to be delayed
+(``test_exempt_process_is_not_delayed`` pins it).
 
 Usage (as root, in the namespace; see ``bench/faults.py``)::
 
@@ -137,7 +138,7 @@ class ProxyStatistics:
 
     delay: float  # in force now, s
     connections: int  # accepted and forwarded
-    exempt: int  # of which made by an exempt process (never delayed)
+    exempt: int  # of which made by an exempt process (never delayed; looked up only once a delay is set)
     refused: int  # accepted but the original destination could not be reached (the client was reset)
     chunks: int  # forwarded, both directions
     delayed_chunks: int  # forwarded after a delay > 0
@@ -221,6 +222,28 @@ def _is_exempt(peer: tuple[str, int], dst: tuple[str, int], comms: frozenset[str
         return False
 
 
+class _Exemption:
+    """Whether one connection is exempt, found out once, when a chunk of it is first to be delayed.
+
+    NB: not at accept: the look-up reads /proc (every process's name), which on a loaded machine
+    takes long enough to make a pass-through connection slow; only a delayed chunk can wait for it.
+    """
+
+    def __init__(self, proxy: DelayProxy, peer: tuple[str, int], dst: tuple[str, int]) -> None:
+        self.proxy, self.peer, self.dst = proxy, peer, dst
+        self._value: bool | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> bool:
+        if not self.proxy.exempt:
+            return False
+        async with self._lock:  # both directions may ask at once: one look-up
+            if self._value is None:
+                self._value = await asyncio.to_thread(_is_exempt, self.peer, self.dst, self.proxy.exempt)
+                self.proxy._n["exempt"] += self._value
+            return self._value
+
+
 class DelayProxy:
     """The proxy. ``await serve()`` runs it until cancelled; ``statistics()`` reports.
 
@@ -276,8 +299,7 @@ class DelayProxy:
             if dst == self.address:
                 return  # a loop (a rule that does not skip the mark): refuse
             peer = cwriter.get_extra_info("peername")
-            exempt = bool(self.exempt) and await asyncio.to_thread(
-                _is_exempt, (str(peer[0]), int(peer[1])), dst, self.exempt)
+            exempt = _Exemption(self, (str(peer[0]), int(peer[1])), dst)
             try:
                 ureader, upstream = await self._connect(dst)
             except OSError:
@@ -288,7 +310,6 @@ class DelayProxy:
                     csock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 return
             self._n["connections"] += 1
-            self._n["exempt"] += exempt
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._pipe(creader, upstream, exempt))
@@ -300,7 +321,7 @@ class DelayProxy:
                 if w is not None:
                     w.close()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, exempt: bool) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, exempt: _Exemption) -> None:
         """Forward one direction; each chunk leaves ``delay`` after it arrived, in order; EOF likewise."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(_QUEUE_CHUNKS)
@@ -308,8 +329,11 @@ class DelayProxy:
         async def read_side() -> None:
             while True:
                 data = await reader.read(_CHUNK)  # a reset raises: both sides are closed at once
-                delay = 0.0 if exempt else self.control.current()
-                await queue.put((loop.time() + delay, data))
+                arrival = loop.time()
+                delay = self.control.current()
+                if delay > 0 and await exempt.get():
+                    delay = 0.0
+                await queue.put((arrival + delay, data))
                 if data:
                     self._n["chunks"] += 1
                     self._n["bytes"] += len(data)
