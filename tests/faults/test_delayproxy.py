@@ -78,10 +78,14 @@ def setup(tmp_path: Path) -> Iterator[dict[str, Any]]:
         pa, pb = map(int, srv.stdout.readline().split())
         control = tmp_path / "delay"
         stats = tmp_path / "stats.json"
-        proxy, port = spawn(functools.partial(h.popen, "n1"), control=control, stats=stats, exempt=["kgexempt"])
+        err = tmp_path / "proxy.err"
+        with open(err, "wb") as f:
+            proxy, port = spawn(functools.partial(h.popen, "n1"), control=control, stats=stats, exempt=["kgexempt"],
+                                stderr=f)
         h.run("n1", ["nft", "-f", "-"], input=nft_rules([(n2, pa), (n2, pb)], port))
         try:
-            yield {"h": h, "n2": n2, "ports": (pa, pb), "control": control, "stats": stats, "proxy": proxy}
+            yield {"h": h, "n2": n2, "ports": (pa, pb), "control": control, "stats": stats, "proxy": proxy,
+                   "err": err}
         finally:
             for p in (proxy, srv):
                 os.killpg(p.pid, signal.SIGKILL)
@@ -149,6 +153,32 @@ def test_exempt_process_is_not_delayed(setup: dict[str, Any]) -> None:
     assert out["answer"].endswith("|x")
     st = _stats(setup, 1)
     assert (st["exempt"], st["delayed_chunks"]) == (1, 0), st
+
+
+MANY = r'''
+import socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+bad = []
+for i in range(n):
+    s = socket.create_connection((host, port), timeout=30)
+    s.sendall(b"%d" % i)
+    got = s.recv(1000)
+    if not got.endswith(b"|%d" % i):
+        bad.append((i, got))
+    s.close()  # at once, without reading the server's EOF
+print(bad)
+'''
+
+
+def test_many_short_connections_all_carried(setup: dict[str, Any]) -> None:
+    """Regression: the loop holds tasks weakly; a connection closed by both ends while a write was
+    pending was garbage collected mid-flight ("Task was destroyed but it is pending"), and the
+    agent's next request on a new connection hung until its timeout. The proxy now keeps its handlers."""
+    pa, _ = setup["ports"]
+    r = setup["h"].python("n1", MANY, setup["n2"], str(pa), "300", timeout=120)
+    assert r.stdout.strip() == "[]", r.stdout
+    _stats(setup, 300)
+    assert "destroyed" not in setup["err"].read_text(), setup["err"].read_text()[-2000:]
 
 
 def test_nft_rules_refuse_bad_input() -> None:

@@ -261,6 +261,10 @@ class DelayProxy:
         self.exempt = frozenset(exempt)
         self.mark = mark
         self.address: tuple[str, int] | None = None
+        # NB: the loop keeps only weak references to tasks; a connection whose two transports are both
+        # out of the selector for a moment (EOF read on each, writes pending) would be garbage collected
+        # mid-flight ("Task was destroyed but it is pending"). Its handler task is kept here.
+        self._handlers: set[asyncio.Task[None] | None] = set()
         self._n = {"connections": 0, "exempt": 0, "refused": 0, "chunks": 0, "delayed_chunks": 0, "bytes": 0}
         self._max_delay = 0.0
 
@@ -291,6 +295,8 @@ class DelayProxy:
     async def _handle(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
         csock: socket.socket = cwriter.get_extra_info("socket")
         upstream: asyncio.StreamWriter | None = None
+        me = asyncio.current_task()
+        self._handlers.add(me)
         try:
             try:
                 dst = original_dst(csock)
@@ -320,6 +326,7 @@ class DelayProxy:
             for w in (cwriter, upstream):
                 if w is not None:
                     w.close()
+            self._handlers.discard(me)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, exempt: _Exemption) -> None:
         """Forward one direction; each chunk leaves ``delay`` after it arrived, in order; EOF likewise."""
