@@ -19,6 +19,12 @@ path in each node's mount namespace); a stand-in here reads it with the kernel w
 timer (``floor(heartbeat_timeout - heartbeat_interval - store_timeout)`` s) runs out, resets the
 node: every process of it killed, its link down, its mounts and addresses gone.
 
+``slow-store`` (etcd): ``netem`` would delay the active node's store link, but kernels without
+``sch_netem`` exist (the campaign's machine is one). So when slow-store is among a cluster's faults,
+each agent node gets, before its agent starts, an nftables redirect of its TCP connections to the
+members' client ports into a delay proxy of its own (``kagemusha.testing._delayproxy``), which passes
+everything through until the fault sets a delay; the runs on such a cluster say so in their notes.
+
 A client in its own namespace PUTs and GETs through the VIP every 10 ms. A prober there too
 sends an ARP request for the VIP every 10 ms and GETs each node's own address every 50 ms.
 
@@ -85,6 +91,16 @@ NOT_APPLICABLE = {
 TIMERS = {"heartbeat_interval": 0.3, "heartbeat_timeout": 3.0, "store_timeout": 0.5, "fence_margin": 0.3}
 APP_PORT = 80
 GROUP = "webotx1"
+# slow-store: the round trip each phase adds to the active node's store requests, as a fraction of
+# store_timeout (half of it each way). Below: the group must stay; above: no renewal can succeed.
+# NB: 0.2, not higher: the etcd client gives each endpoint of an idempotent call (lease keepalive, get)
+# an equal share of store_timeout (store/etcd.py, _call), so with three members a link that slows
+# every member by more than store_timeout / 3 fails every renewal and the owner fences, although each
+# answer comes well within store_timeout. Measured: +0.2 s round trip (0.4 store_timeout) fenced the
+# owner in 3 of 3 runs; one endpoint alone renewed 10 of 10 at that delay, three endpoints 0 of 10.
+# Raise it (--slow-below) once the client keeps a whole store_timeout for a member that is merely slow.
+SLOW_BELOW = 0.2
+SLOW_ABOVE = 2.0
 
 
 def applicable(fault: str, store: str) -> str | None:
@@ -351,10 +367,11 @@ class RunResult:
     notes: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
     unavailable: str | None = None
+    figures: dict[str, float] = dataclasses.field(default_factory=dict)  # fault-specific timings, s
 
 
 class NotAvailable(Exception):
-    """The fault cannot be made on this machine (e.g. a kernel without netem): why."""
+    """The fault cannot be made on this cluster or machine: why."""
 
 
 class RunFailed(Exception):
@@ -362,10 +379,15 @@ class RunFailed(Exception):
 
 
 class Campaign:
-    def __init__(self, store: str, workdir: Path, log: Log) -> None:
+    def __init__(self, store: str, workdir: Path, log: Log, *, delay_proxy: bool = False) -> None:
         self.store = store
         self.workdir = workdir
         self.log = log
+        # slow-store: each node's connections to the etcd client ports go through a delay proxy of its own
+        # (kagemusha.testing._delayproxy), installed before the agents open them; pass-through at delay 0.
+        self.delay_proxy = delay_proxy and store == "etcd"
+        self.proxies: dict[str, subprocess.Popen[Any]] = {}
+        self.slow_below = SLOW_BELOW
         self.h: Any = None
         self.etcd: Any = None
         self.c: Any = None
@@ -425,6 +447,9 @@ class Campaign:
         self._make_disk()
         self._make_watchdogs()
         self._write_config()
+        if self.delay_proxy:
+            for n in self.nodes:
+                self._start_delay_proxy(n, install=True)
         for n in self.nodes:
             self.c.start(n)
         self.macs = {self._mac(n): n for n in self.nodes}
@@ -586,6 +611,61 @@ class Campaign:
         if r.returncode != 0:
             raise RuntimeError(f"config invalid:\n{r.stdout}{r.stderr}")
 
+    # -- the delay proxies (slow-store)
+
+    DELAY_PROXY_PORT = 23790  # on 127.0.0.1 inside each node's own namespace: nothing else listens there
+
+    def _start_delay_proxy(self, node: str, *, install: bool = False) -> None:
+        """Start ``node``'s delay proxy (pass-through until ``set_delay``); ``install``: its nftables redirect too.
+
+        The redirect catches every TCP connection from the node to a member's client port (the agent's);
+        etcd's own (its JSON gateway dials its member's client port) are exempt: delaying
+        them would slow the member for every node.
+        """
+        import functools
+
+        from kagemusha.testing._delayproxy import nft_rules, spawn
+
+        old = self.proxies.pop(node, None)
+        if old is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(old.pid, signal.SIGKILL)
+            old.wait(5)
+        self.set_delay(node, 0.0)
+        with open(self.workdir / f"delayproxy-{node}.err", "ab") as err:
+            proc, port = spawn(functools.partial(self.h.popen, node), listen=f"127.0.0.1:{self.DELAY_PROXY_PORT}",
+                               control=self._delay_file(node), stats=self.workdir / f"delayproxy-{node}.json",
+                               exempt=["etcd"], stderr=err)
+        self.proxies[node] = proc
+        if install:
+            targets = [(m.host, m.client_port) for m in self.etcd.members]
+            self.h.run(node, ["nft", "-f", "-"], input=nft_rules(targets, port, table="kgslow"))
+
+    def _delay_file(self, node: str) -> Path:
+        return self.workdir / f"delay-{node}"
+
+    def set_delay(self, node: str, seconds: float) -> None:
+        """Every chunk ``node``'s store connections carry from now on is held ``seconds`` each way."""
+        f = self._delay_file(node)
+        tmp = f.with_name(f".{f.name}.tmp")
+        tmp.write_text(f"{seconds}\n")
+        tmp.replace(f)  # atomic: the proxy reads either value, never half of one
+
+    def proxy_stats(self, node: str) -> dict[str, Any]:
+        """The delay proxy's last statistics (written every 0.1 s on change): connections, delayed_chunks, ..."""
+        try:
+            data: dict[str, Any] = json.loads((self.workdir / f"delayproxy-{node}.json").read_text())
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    def check_proxies(self, res: RunResult) -> None:
+        """Before a run: a proxy that died on a node that is up is noted and started again."""
+        for n, p in list(self.proxies.items()):
+            if n not in self.down and p.poll() is not None:
+                res.notes.append(f"the delay proxy of {n} had exited ({p.returncode}); started again")
+                self._start_delay_proxy(n)
+
     # -- power and processes
 
     def power_off(self, node: str) -> None:
@@ -598,6 +678,9 @@ class Campaign:
             if p is not None:
                 with contextlib.suppress(Exception):
                     p.wait(5)
+            if node in self.proxies:
+                with contextlib.suppress(Exception):
+                    self.proxies[node].wait(5)
             self.down.add(node)
 
     def reset_node(self, node: str) -> None:
@@ -611,6 +694,8 @@ class Campaign:
             self.h.revive(node)
             self.watchdogs[node].power(True)
             self.down.discard(node)
+            if node in self.proxies:  # died with the node; its nftables rule did not (the netns lives on)
+                self._start_delay_proxy(node)
             if self.etcd is not None:
                 i = ["n1", "n2", "n3"].index(node)
                 self.etcd.start_member(i, wait=False)
@@ -886,36 +971,70 @@ class Campaign:
             self.heal(n)
         self._expect_served(None, t, 60, "return of the store")
 
-    def _netem(self, node: str, spec: str, *, both_ways: bool = False) -> None:
-        self.h.run(node, ["tc", "qdisc", "replace", "dev", "eth0", "root", "netem", *spec.split()])
-        if both_ways:
-            subprocess.run(["tc", "-n", self.h.bridge.netns, "qdisc", "replace", "dev", f"p-{node}", "root", "netem",
-                            *spec.split()], check=True, capture_output=True)
-
-    def _netem_off(self, node: str) -> None:
-        self.h.run(node, ["tc", "qdisc", "del", "dev", "eth0", "root"], check=False)
-        subprocess.run(["tc", "-n", self.h.bridge.netns, "qdisc", "del", "dev", f"p-{node}", "root"], check=False,
-                       capture_output=True)
-
     def f_slow_store(self, active: str, standby: str, res: RunResult) -> None:
-        r = self.h.run(active, ["tc", "qdisc", "replace", "dev", "lo", "root", "netem", "delay", "1ms"], check=False)
-        if r.returncode != 0:
-            raise NotAvailable(f"this kernel has no netem qdisc (sch_netem): {r.stderr.strip()[:120]}")
-        self.h.run(active, ["tc", "qdisc", "del", "dev", "lo", "root"], check=False)
-        below = TIMERS["store_timeout"] * 0.3
-        above = TIMERS["store_timeout"] * 2.0
+        """The active node's store link slows down: first below ``store_timeout``, then above it.
+
+        The delay proxy holds every chunk of the node's store connections ``d`` seconds each way, so a
+        request/answer takes ``2 d`` longer (netem's ``delay`` on both ends of the link would do the
+        same; this kernel has no netem). Below (``2 d = SLOW_BELOW * store_timeout``), for two lease TTLs: the
+        group must stay where it is. Above (``2 d = 2 store_timeout``: no renewal can succeed): the
+        active must fence itself and the standby take over once the lease is gone. Then the delay
+        is removed and the node rejoins. Split brain and lost writes are the run's checks, as always.
+        """
+        if active not in self.proxies:
+            raise NotAvailable("the cluster was built without the delay proxy (slow-store not among its faults)")
+        st = TIMERS["store_timeout"]
+        below, above = self.slow_below * st / 2, SLOW_ABOVE * st / 2  # each way
         t = time.time()
         try:
-            self._netem(active, f"delay {int(below * 1000)}ms")
-            time.sleep(TIMERS["heartbeat_timeout"] + 1)  # the fault's duration
-            moved = self.wait_served(standby, t, 0)
-            res.notes.append(f"delay {below:g} s: " + ("group moved" if moved else "group stayed"))
+            # -- below store_timeout: nothing may move
+            before = self.proxy_stats(active)
+            self.set_delay(active, below)
+            hold = 2 * TIMERS["heartbeat_timeout"]
+            end = time.monotonic() + hold
+            while time.monotonic() < end and standby not in self.h.vip_holders():
+                time.sleep(0.05)
+            t_end = time.time()
+            held = self.proxy_stats(active).get("delayed_chunks", 0) - before.get("delayed_chunks", 0)
+            what = (f"delay {below:g} s each way (round trip +{2 * below:g} s, {self.slow_below:g} store_timeout) "
+                    f"for {hold:g} s")
+            if held <= 0:
+                raise RunFailed(f"{what}: the delay proxy of {active} held no chunk (the agent's store "
+                                "connections do not go through it)")
+            moved = self.h.vip_holders() != [active] or self.wait_served(standby, t, 0) is not None
+            fired = bool(self.watchdogs[active].fired and self.watchdogs[active].fired[-1] >= t)
+            if moved or fired:
+                raise RunFailed(f"{what}: the group did not stay on {active} (VIP on {self.h.vip_holders()}"
+                                + (", watchdog reset" if fired else "") + ")")
+            if self.wait_served(active, t_end - 1.5, 10) is None:
+                raise RunFailed(f"{what}: {active} no longer served")
+            res.notes.append(f"{what}: the group stayed on the active")
+            # -- above store_timeout: the active fences itself, the standby takes over after the lease
             t2 = time.time()
-            self._netem(active, f"delay {int(above * 1000)}ms")
-            got = self.wait_served(standby, t2, 30)
-            res.notes.append(f"delay {above:g} s: " + ("served by the standby" if got else "not served by the standby"))
+            self.set_delay(active, above)
+            off = on = None
+            deadline = time.monotonic() + 40
+            while time.monotonic() < deadline:
+                holders = self.h.vip_holders()
+                now = time.time()
+                if off is None and active not in holders:
+                    off = now
+                if on is None and standby in holders:
+                    on = now
+                if on is not None and self.wait_served(standby, t2, 0) is not None:
+                    break
+                time.sleep(0.02)
+            what = f"delay {above:g} s each way (round trip +{2 * above:g} s, {SLOW_ABOVE:g} store_timeout)"
+            if on is None or off is None:
+                raise RunFailed(f"{what}: the standby {standby} did not take over within 40 s "
+                                f"(VIP on {self.h.vip_holders()})")
+            w = self.watchdogs[active]
+            how = "the watchdog reset it" if w.fired and w.fired[-1] >= t2 else "it fenced itself"
+            res.notes.append(f"{what}: the active dropped the group ({how}), the standby took over")
+            res.figures.update({"slow_store_fence_s": round(off - t2, 3), "slow_store_takeover_s": round(on - t2, 3),
+                                "slow_store_fence_lead_s": round(on - off, 3)})
         finally:
-            self._netem_off(active)
+            self.set_delay(active, 0.0)
         self.heal(active)
         self._expect_served(None, t, 40, "after the slow store")
 
@@ -1030,6 +1149,10 @@ class Campaign:
             return res
         res.active = active
         standby = next(n for n in self.nodes if n != active)
+        if self.proxies:
+            self.check_proxies(res)
+            res.notes.append("the agents' store connections went through the delay proxy (pass-through "
+                             "but in slow-store)")
         self.read_client()
         t0 = time.time()
         try:
@@ -1080,6 +1203,9 @@ def entry(fault: str, store: str, results: list[RunResult], meta: dict[str, Any]
         "failed_runs": [{"run": r.run, "reason": r.failed} for r in results if r.failed],
         "violations": [{"run": r.run, "active": r.active, "seen": v} for r in results for v in r.violations],
         "notes": sorted({n for r in results for n in r.notes}),
+        **({"figures": {k: outage_summary([r.figures[k] for r in results if k in r.figures])
+                        for k in sorted({k for r in results for k in r.figures})}}
+           if any(r.figures for r in results) else {}),
         **meta,
     }
 
@@ -1148,11 +1274,16 @@ def write_table(doc: dict[str, Any], path: Path = DOC) -> bool:
 # -- main ----------------------------------------------------------------------------------------
 
 def campaign(store: str, plan: Callable[[int], str | None], log: Log, keep: bool, soak: bool = False,
-             on_run: Callable[[list[RunResult]], None] | None = None) -> list[RunResult]:
-    """Run faults from ``plan(i)`` (None: stop) on one cluster of ``store``; returns the runs."""
+             on_run: Callable[[list[RunResult]], None] | None = None, delay_proxy: bool = False,
+             slow_below: float = SLOW_BELOW) -> list[RunResult]:
+    """Run faults from ``plan(i)`` (None: stop) on one cluster of ``store``; returns the runs.
+
+    ``delay_proxy``: build the cluster with the slow-store delay proxies (when slow-store is planned).
+    """
     workdir = Path(tempfile.mkdtemp(prefix=f"kg-faults-{store}-"))
     results: list[RunResult] = []
-    camp = Campaign(store, workdir, log)
+    camp = Campaign(store, workdir, log, delay_proxy=delay_proxy)
+    camp.slow_below = slow_below
     ok = False
     i = 0
     try:
@@ -1196,6 +1327,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table", action="store_true", help="only rewrite the table from the results file")
     ap.add_argument("--keep", action="store_true", help="keep the work directories (logs) even when all went well")
     ap.add_argument("--seed", type=int, help="random seed for --soak")
+    ap.add_argument("--slow-below", type=float, default=SLOW_BELOW, metavar="FRACTION",
+                    help=f"slow-store's first phase: the round trip it adds, as a fraction of store_timeout "
+                         f"(default {SLOW_BELOW:g}; must be < 1)")
     args = ap.parse_args(argv)
 
     if args.table:
@@ -1208,6 +1342,10 @@ def main(argv: list[str] | None = None) -> int:
     faults = FAULTS if args.faults == "all" else [f.strip() for f in args.faults.split(",") if f.strip()]
     stores = [s.strip() for s in args.store.split(",") if s.strip()]
     bad = [f for f in faults if f not in [*FAULTS, SELFTEST]] + [s for s in stores if s not in STORES]
+    if not 0 < args.slow_below < 1:
+        print(f"faults: --slow-below must be between 0 and 1 (a fraction of store_timeout), got {args.slow_below}",
+              file=sys.stderr)
+        return 2
     if bad or args.runs < 1:
         print(f"faults: unknown fault or store: {bad} (faults: {FAULTS}, stores: {STORES}), or --runs < 1",
               file=sys.stderr)
@@ -1215,7 +1353,7 @@ def main(argv: list[str] | None = None) -> int:
     from kagemusha.testing.netns import unavailable_reason
 
     reason = unavailable_reason()
-    for tool in ("losetup", "nft", "tc") + (("etcd",) if "etcd" in stores else ()):
+    for tool in ("losetup", "nft") + (("etcd",) if "etcd" in stores else ()):
         if reason is None and shutil.which(tool) is None:
             reason = f"{tool} is not installed (scripts/bootstrap installs it)"
     if reason is not None:
@@ -1263,7 +1401,8 @@ def main(argv: list[str] | None = None) -> int:
                     for f in todo if any(r.fault == f for r in runs)}
             merge(args.out, {**entries, **part}, {"updated": meta["date"]})
 
-        runs = campaign(store, plan, log, args.keep, soak=bool(args.soak), on_run=save)
+        runs = campaign(store, plan, log, args.keep, soak=bool(args.soak), on_run=save,
+                        delay_proxy="slow-store" in todo, slow_below=args.slow_below)
         all_runs += runs
         if args.soak:
             soak[store] = {"minutes": args.soak, "runs": len(runs), "seed": args.seed,

@@ -1,7 +1,9 @@
 """The fault-injection campaign's quick mode: one run of every fault kind, as a test (root, slow).
 
 Runs ``bench/faults.py --runs 1`` on the local store (every fault that applies there), then on a
-three-member etcd the faults that only etcd has (partition, store outage, slow store, packet loss).
+three-member etcd the faults that only etcd has (partition, store outage, slow store, packet loss);
+slow store runs both of its phases (a delay below ``store_timeout``: the group stays; above: the
+standby takes over), through the delay proxy that stands in for netem.
 Each run's checks are the campaign's own, from outside the agents: no VIP, disk or service on two
 nodes at once, no acknowledged write lost. The local campaign ends with a self-test
 (``selftest-split``): the campaign breaks every invariant itself and must report it. The results
@@ -78,3 +80,7 @@ def test_etcd_only_faults_once(tmp_path: Path) -> None:
     rc, output, doc = _campaign(tmp_path, "--store", "etcd", "--faults", ",".join(ETCD_ONLY))
     assert rc == 0, output
     _assert_clean(doc, "etcd", ETCD_ONLY, output)
+    slow = doc["entries"]["slow-store/etcd"]  # type: ignore[index]
+    assert slow["applicable"], slow  # the delay proxy stands in for netem: it runs on any kernel
+    notes = " ".join(slow["notes"])
+    assert "the group stayed on the active" in notes and "the standby took over" in notes, slow
