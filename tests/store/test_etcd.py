@@ -576,3 +576,50 @@ def test_members_in_node_namespaces_and_a_partitioned_member(tmp_path: Path) -> 
                 h.link_up("n1")
             cluster.wait_healthy(0)
             assert probe(h, "n1", cluster.url(0))["put"] == "ok"
+
+
+async def _slow_forwarder(target: str, delay: float) -> tuple[asyncio.AbstractServer, str]:
+    """A loopback TCP forwarder to ``target`` that holds each chunk from the client for ``delay`` s
+    (a uniformly slow store link, as netem would make it)."""
+    host, port = target.rsplit(":", 1)
+
+    async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, hold: float) -> None:
+        try:
+            while chunk := await r.read(65536):
+                if hold:
+                    await asyncio.sleep(hold)
+                w.write(chunk)
+                await w.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            w.close()
+
+    async def handle(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        ur, uw = await asyncio.open_connection(host, int(port))
+        await asyncio.gather(pipe(cr, uw, delay), pipe(ur, cw, 0.0))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+def test_every_member_slow_but_within_the_timeout_still_answers(etcd: EtcdCluster) -> None:
+    """Regression (found by the fault campaign's slow-store): an idempotent call gave each of three
+    members a third of the budget in turn, so a link where every round trip took half the timeout
+    failed every lease renewal although each answer came well within ``store_timeout``."""
+    member = etcd.members[0].endpoint
+
+    async def run() -> None:
+        fwd = [await _slow_forwarder(member, 0.3) for _ in range(3)]
+        try:
+            url = "etcd://" + ",".join(ep for _, ep in fwd)
+            async with open_store(url, timeout=0.8) as s:
+                lease = await s.grant_lease(5)
+                for _ in range(3):
+                    await s.keepalive(lease.id)  # a renewal: idempotent, hedged
+                    assert await s.get("/kgtest/slow-none") is None
+        finally:
+            for server, _ in fwd:
+                server.close()
+
+    asyncio.run(run())

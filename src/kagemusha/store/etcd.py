@@ -370,10 +370,7 @@ class EtcdStore(Store):
         Connection failures move on to the next endpoint (the request never left).
         Other failures do so only for ``idempotent`` calls: a put or txn that timed
         out may have been applied, and repeating a cas could report a lost race
-        that was in fact won. An idempotent attempt gets an equal share of what is
-        left of the budget, so a member that accepts but never answers (a pooled
-        connection into a partition) leaves time to ask the next one; the last
-        attempt gets the rest.
+        that was in fact won. Idempotent calls are hedged (:meth:`_call_hedged`).
 
         Raises:
             _EtcdError: etcd refused the request (callers map lease-not-found first).
@@ -382,6 +379,8 @@ class EtcdStore(Store):
         if self._closed:
             raise StoreUnavailable("etcd store is closed")
         n = len(self.endpoints)
+        if idempotent and n > 1:
+            return await self._call_hedged(path, body)
         deadline = anyio.current_time() + self.timeout
         start = self._current
         failures: list[str] = []  # "endpoint: reason" for each endpoint tried
@@ -392,7 +391,7 @@ class EtcdStore(Store):
                 break
             endpoint = self.endpoints[(start + i) % n]
             try:
-                with anyio.fail_after(remaining / (n - i) if idempotent else remaining):
+                with anyio.fail_after(remaining):
                     result = await self._post_once(endpoint, path, body)
             except _EtcdError as exc:
                 if exc.is_lease_not_found:
@@ -414,6 +413,77 @@ class EtcdStore(Store):
                 break
             self._current = self.endpoints.index(endpoint)
             return result
+        if not failures:
+            failures.append(f"{self.endpoints[start]}: no answer in time")
+        raise StoreUnavailable(f"etcd {path} failed within {self.timeout:g}s: {'; '.join(failures)}") from last
+
+    async def _call_hedged(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """An idempotent call, hedged across the members within one ``timeout``.
+
+        The current member is asked first. When it has not answered after its share of the budget
+        (``timeout / members``), the next one is asked too, *without* giving up on the first, and so
+        on; a failure asks the next one at once; the first answer wins and the others are cancelled.
+        So a member that accepts but never answers (a pooled connection into a partition) costs one
+        share, and a uniformly slow link (every member slow, as on a congested store link) still
+        gets the whole budget: an answer that comes within ``timeout`` is taken, as the timing rule
+        assumes (docs/fencing.md). Sequential equal shares failed every renewal on a three-member
+        cluster once a round trip took more than a third of ``timeout``.
+        """
+        n = len(self.endpoints)
+        start = self._current
+        t0 = anyio.current_time()
+        deadline = t0 + self.timeout
+        send, recv = anyio.create_memory_object_stream[tuple[str, str, Any]](n)
+        failures: list[str] = []
+        last: BaseException | None = None
+
+        async def attempt(endpoint: str) -> None:
+            try:
+                result = await self._post_once(endpoint, path, body)
+            except _EtcdError as exc:
+                await send.send(("etcd", endpoint, exc))
+            except _TRANSPORT_ERRORS as exc:
+                await send.send(("transport", endpoint, exc))
+            else:
+                await send.send(("ok", endpoint, result))
+
+        won: tuple[str, dict[str, Any]] | None = None
+        refused: _EtcdError | None = None
+        with anyio.move_on_after(self.timeout):
+            async with anyio.create_task_group() as tg:
+                launched = answered = 0
+                while answered < n:
+                    if launched < n and anyio.current_time() >= t0 + launched * self.timeout / n:
+                        tg.start_soon(attempt, self.endpoints[(start + launched) % n])
+                        launched += 1
+                        continue
+                    # wait for an answer, or until the next member is due to be asked
+                    due = t0 + launched * self.timeout / n if launched < n else deadline
+                    with anyio.move_on_after(max(0.0, due - anyio.current_time())):
+                        kind, endpoint, value = await recv.receive()
+                        answered += 1
+                        if kind == "ok":
+                            won = (endpoint, value)
+                            break
+                        last = value
+                        if kind == "etcd":
+                            if value.is_lease_not_found or not (value.retry_elsewhere or value.never_proposed):
+                                refused = value
+                                break
+                            failures.append(f"{endpoint}: {value.message}")
+                        else:
+                            timed_out = isinstance(value, TimeoutError | httpx.TimeoutException)
+                            failures.append(f"{endpoint}: " + ("no answer in time" if timed_out else _describe(value)))
+                        self._skip(endpoint)
+                        if launched < n:  # a failure: ask the next member now
+                            tg.start_soon(attempt, self.endpoints[(start + launched) % n])
+                            launched += 1
+                tg.cancel_scope.cancel()
+        if won is not None:
+            self._current = self.endpoints.index(won[0])
+            return won[1]
+        if refused is not None:
+            raise refused
         if not failures:
             failures.append(f"{self.endpoints[start]}: no answer in time")
         raise StoreUnavailable(f"etcd {path} failed within {self.timeout:g}s: {'; '.join(failures)}") from last
