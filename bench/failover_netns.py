@@ -37,6 +37,7 @@ only processes it started are stopped, by pid.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -53,7 +54,6 @@ import tomli_w
 from kagemusha.testing.netns import Harness, unavailable_reason
 
 HTTP_PORT = 8080
-OUT = Path(__file__).resolve().parent / "results" / "failover_netns.json"
 
 CLIENT = r'''
 import http.client, json, sys, time, os
@@ -79,7 +79,7 @@ while time.monotonic() < t_end and not os.path.exists(stop):
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._results import commit, metadata, save, summary
+from bench._results import commit, metadata, path_of, save, summary
 
 
 class Bench:
@@ -504,6 +504,8 @@ def main() -> int:
     ap.add_argument("--modes", default="kagemusha-default,kagemusha-keepalived-timers,keepalived,"
                                        "kagemusha-etcd-crash,kagemusha-etcd-partition",
                     help="comma-separated subset of the modes")
+    ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (agents' logs, configs) instead of a "
+                                                 "temporary directory")
     args = ap.parse_args()
     code = commit()  # the code that runs, before the checkout can move on
     reason = unavailable_reason()
@@ -515,7 +517,12 @@ def main() -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     results: dict[str, Any] = {}
     started = time.time()
-    with tempfile.TemporaryDirectory(prefix="kg-bench-netns-") as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            Path(args.keep).mkdir(parents=True, exist_ok=True)
+            tmp = str(Path(args.keep).resolve())
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="kg-bench-netns-"))
         for mode in modes:
             if mode.startswith("kagemusha-etcd-"):
                 results[mode] = run_etcd_mode(tmp, mode, args.runs)
@@ -569,7 +576,7 @@ def main() -> int:
             "etcd": "etcd modes: TTL 3 s (see docs/fencing.md: above an etcd leader election), so not comparable 1:1 "
                     "with the local store's 1 s default",
         })
-    print(f"written to {OUT}")
+    print(f"written to {path_of('failover_netns')}")
     return 0
 
 
