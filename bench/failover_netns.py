@@ -38,14 +38,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +176,43 @@ class Bench:
         before = [t for t, ok, _ in recs if ok and t <= t_crash]
         return t_back - (max(before) if before else t_crash)
 
+    def gap(self, t0: float, t_back: float) -> float:
+        """The longest wait between two client successes from the last one before ``t0`` to ``t_back``.
+
+        For a planned move: the ``group move`` command itself (a CLI run) comes before any outage, so the
+        outage is the gap the client saw, not the time from typing the command.
+        """
+        oks = sorted(t for t, ok, _ in self.records() if ok and t <= t_back)
+        before = [t for t in oks if t <= t0]
+        window = [max(before) if before else t0] + [t for t in oks if t > t0] + [t_back]
+        return max(b - a for a, b in itertools.pairwise(window))
+
+    def phases(self, log: Path, since: float, t_last: float) -> dict[str, float]:
+        """From the survivor's log (JSON lines): when it decided to take the group, added the VIP and had the
+        group online, each in seconds after ``t_last`` (the client's last success before the failure)."""
+        out: dict[str, float] = {}
+        try:
+            lines = log.read_text(errors="replace").splitlines()
+        except OSError:
+            return out
+        for line in lines:
+            try:
+                rec = json.loads(line)
+                at = datetime.strptime(rec["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+            except (ValueError, KeyError, TypeError):
+                continue
+            if at < since - 0.01:  # ms resolution of the log
+                continue
+            msg = rec.get("msg", "")
+            if "decided" not in out and msg == "decision" and rec.get("decision") == "take":
+                out["decided"] = at - t_last
+            elif "decided" in out and "vip_added" not in out and msg.startswith("floating_ip") and msg.endswith(
+                    " added"):
+                out["vip_added"] = at - t_last
+            elif "decided" in out and "online" not in out and msg == "group online":
+                out["online"] = at - t_last
+        return out
+
     def holder(self) -> str | None:
         holders = self.h.vip_holders()
         return holders[0] if len(holders) == 1 else None
@@ -258,7 +298,10 @@ class Bench:
             else:
                 out = self.outage(t_fail, t_back)
                 result["crash_outage_s"].append(out)
-                print(f"{mode} run {i + 1:2d}: {what} of {active}: outage {out:6.3f} s", flush=True)
+                ph = self.phases(cfg.parent / f"{survivor}.log", t_fail, t_back - out)
+                result.setdefault("crash_phases", []).append(ph)
+                print(f"{mode} run {i + 1:2d}: {what} of {active}: outage {out:6.3f} s  "
+                      + _phase_text(ph), flush=True)
             recover(active, cfg)
             self.wait_members(cfg, survivor, set(nodes), timeout=40)
             time.sleep(0.5)
@@ -273,7 +316,7 @@ class Bench:
         for n in nodes:
             self.start_agent(n, cfg)
         result: dict[str, Any] = {"heartbeat_interval": interval, "heartbeat_timeout": ttl, "crash_outage_s": [],
-                                  "move_outage_s": [], "failed_runs": 0}
+                                  "move_outage_s": [], "move_command_to_service_s": [], "failed_runs": 0}
         try:
             if not self.wait_members(cfg, nodes[0], set(nodes), timeout=40):
                 print(f"{mode}: cluster did not come up", flush=True)
@@ -294,9 +337,13 @@ class Bench:
                 if r.returncode != 0 or t_back is None:
                     print(f"{mode} move {i + 1}: failed ({r.returncode}): {r.stderr.strip()[-300:]}", flush=True)
                     continue
-                out = self.outage(t0, t_back)
+                out = self.gap(t0, t_back)
                 result["move_outage_s"].append(out)
-                print(f"{mode} move {i + 1}: {active} -> {target}: outage {out:6.3f} s", flush=True)
+                result["move_command_to_service_s"].append(t_back - t0)
+                ph = self.phases(cfg.parent / f"{target}.log", t0, t_back - out)
+                result.setdefault("move_phases", []).append(ph)
+                print(f"{mode} move {i + 1}: {active} -> {target}: outage {out:6.3f} s (command to service "
+                      f"{t_back - t0:.3f} s)  " + _phase_text(ph), flush=True)
                 time.sleep(0.5)
         finally:
             self.stop_client()
@@ -484,6 +531,17 @@ class EtcdBench(Bench):
         return result
 
 
+def _phase_text(ph: dict[str, float]) -> str:
+    names = (("decided", "take decided"), ("vip_added", "VIP added"), ("online", "group online"))
+    return ", ".join(f"{label} +{ph[k]:.3f}" for k, label in names if k in ph)
+
+
+def phase_medians(phases: list[dict[str, float]]) -> dict[str, float]:
+    """The median of each phase over the runs that logged it (seconds after the client's last success)."""
+    keys = sorted({k for ph in phases for k in ph})
+    return {k: statistics.median([ph[k] for ph in phases if k in ph]) for k in keys}
+
+
 def run_etcd_mode(tmp: str, mode: str, runs: int) -> dict[str, Any]:
     from kagemusha.testing.etcd import EtcdCluster
 
@@ -541,8 +599,11 @@ def main() -> int:
                     print(f"unknown mode {mode}", file=sys.stderr)
                     continue
             results[mode]["crash_outage"] = summary(results[mode]["crash_outage_s"])
+            if results[mode].get("crash_phases"):
+                results[mode]["crash_phase_medians"] = phase_medians(results[mode]["crash_phases"])
             if results[mode].get("move_outage_s"):
                 results[mode]["move_outage"] = summary(results[mode]["move_outage_s"])
+                results[mode]["move_phase_medians"] = phase_medians(results[mode].get("move_phases", []))
 
     print()
     print(f"client-visible outage after a crash of the active node (s), {args.runs} runs per mode")
@@ -560,10 +621,14 @@ def main() -> int:
                 ratio = {k: s[k] / ka[k] for k in ("min", "median", "p90", "max") if k in s and k in ka and ka[k] > 0}
                 results[mode]["ratio_to_keepalived_same_run"] = ratio
                 print(f"ratio {mode}/keepalived: " + ", ".join(f"{k} {v:.2f}" for k, v in ratio.items()))
+    for mode in modes:
+        ph = results.get(mode, {}).get("crash_phase_medians")
+        if ph:
+            print(f"{mode}: medians after the client's last success: " + _phase_text(ph))
     mv = results.get("kagemusha-default", {}).get("move_outage")
     if mv:
         print(f"planned `group move` (default timers), {mv['n']} runs: min {mv['min']:.3f} median {mv['median']:.3f}"
-              f" max {mv['max']:.3f} s")
+              f" max {mv['max']:.3f} s (the client's longest gap)")
     seconds = round(time.time() - started, 1)
     # Each mode is written whole with its own record (commit, date, machine, N, command, tool versions);
     # a run of some modes keeps the other modes exactly as an earlier run wrote them.
@@ -573,6 +638,11 @@ def main() -> int:
         save("failover_netns", "modes", {mode: part}, metadata(args.runs, tools=tools, commit_info=code), about={
             "client": "GET / to the VIP every 10 ms, new connection each, 0.2 s timeout",
             "outage": "last client success before the crash to first success from the survivor",
+            "move_outage": "planned move: the client's longest gap between two successes, from the last success "
+                           "before the `group move` command to the first success from the target "
+                           "(move_command_to_service_s: from the command, CLI start-up included)",
+            "phases": "crash_phases/move_phases: from the survivor's (target's) log, seconds after the client's last "
+                      "success: take decided, VIP added, group online",
             "etcd": "etcd modes: TTL 3 s (see docs/fencing.md: above an etcd leader election), so not comparable 1:1 "
                     "with the local store's 1 s default",
         })
