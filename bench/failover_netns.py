@@ -13,13 +13,16 @@ active then (no failback in any mode, so runs alternate between n1 and n2).
 Modes:
 
 - ``kagemusha-default``: one group, a ``floating_ip`` resource only (the service is pre-started,
-  as keepalived's is), default timers: heartbeat_interval 0.2 s, heartbeat_timeout 1.0 s.
+  as keepalived's is), the config's default timers (recorded with the results as the agents read them).
 - ``kagemusha-keepalived-timers``: the same with timers equal to keepalived's defaults:
   heartbeat_interval 1 s (= ``advert_int 1``) and heartbeat_timeout 3.6 s. A VRRP backup
   declares the master dead after ``master_down_interval = 3 * advert_int + skew_time`` with
   ``skew_time = (256 - priority) / 256 * advert_int``; for the default backup priority 100
   that is 3 + 0.61 = 3.61 s. kagemusha's lease TTL plays that role. The config timing rule
   holds: 1 + 0.3 (store_timeout) + 0.2 (fence_margin) = 1.5 <= 3.6.
+- ``kagemusha-tuned``: 0.1 s heartbeats (heartbeat_timeout 0.4, store_timeout 0.1, fence_margin 0.075:
+  the timing rule's least TTL for them), against
+- ``keepalived-fast``: keepalived with VRRPv3 and ``advert_int 0.1`` (master down after 0.361 s).
 - ``keepalived``: Debian's keepalived 2.2.x, one ``vrrp_instance`` per node, ``advert_int 1``,
   priority 100 on both (so the skew is the default backup's), ``state BACKUP`` + ``nopreempt``
   (no failback, like kagemusha's ``failback = "manual"``), unicast peers so VRRP stays inside
@@ -28,7 +31,11 @@ Modes:
 
 Also measured: a planned ``kagemusha group move`` (default timers), a few runs.
 
-Prints each run and min/median/p90/p99 per mode, with the kagemusha/keepalived ratios, and
+Each kagemusha run is broken down from the survivor's log (take decided, VIP added, group online).
+``--keep DIR`` keeps the agents' logs; ``KAGEMUSHA_BENCH_RESULTS=/tmp/x`` writes a trial run's results
+elsewhere than ``bench/results/``.
+
+Prints each run and min/median/p90/max per mode (p99 only from 100 runs), with the kagemusha/keepalived ratios, and
 writes ``bench/results/failover_netns.json``. Never fails on a time; every wait is bounded.
 Only namespaces of its own harness and addresses in 198.18.0.0/15 (plus loopback) are used;
 only processes it started are stopped, by pid.
@@ -219,11 +226,11 @@ class Bench:
 
     # -- kagemusha ----------------------------------------------------------------------------
 
-    def kagemusha_config(self, name: str, interval: float, ttl: float) -> Path:
+    def kagemusha_config(self, name: str, timers: dict[str, float]) -> Path:
+        """The bench's cluster.toml; ``timers`` overrides the config's defaults (empty: the defaults)."""
         data = {
             "cluster": {"name": name, "store": f"local:{self.dir / name / 'store.db'}",
-                        "state_dir": str(self.dir / name / "state"), "startup_wait": 1.0,
-                        "heartbeat_interval": interval, "heartbeat_timeout": ttl},
+                        "state_dir": str(self.dir / name / "state"), "startup_wait": 1.0, **timers},
             "nodes": [{"name": n, "address": f"{self.h.address(n).ip}:7700"} for n in self.h.nodes],
             "groups": [{"name": "web", "nodes": list(self.h.nodes), "failback": "manual",
                         "resources": [{"name": "fip1", "type": "floating_ip", "address": str(self.vip),
@@ -306,8 +313,8 @@ class Bench:
             self.wait_members(cfg, survivor, set(nodes), timeout=40)
             time.sleep(0.5)
 
-    def run_kagemusha(self, mode: str, interval: float, ttl: float, runs: int, moves: int = 0) -> dict[str, Any]:
-        cfg = self.kagemusha_config(mode, interval, ttl)
+    def run_kagemusha(self, mode: str, timers: dict[str, float], runs: int, moves: int = 0) -> dict[str, Any]:
+        cfg = self.kagemusha_config(mode, timers)
         nodes = list(self.h.nodes)
         for n in nodes:
             self.start_http(n)
@@ -315,7 +322,7 @@ class Bench:
             self.wait_http(n)
         for n in nodes:
             self.start_agent(n, cfg)
-        result: dict[str, Any] = {"heartbeat_interval": interval, "heartbeat_timeout": ttl, "crash_outage_s": [],
+        result: dict[str, Any] = {**effective_timers(cfg), "crash_outage_s": [],
                                   "move_outage_s": [], "move_command_to_service_s": [], "failed_runs": 0}
         try:
             if not self.wait_members(cfg, nodes[0], set(nodes), timeout=40):
@@ -354,11 +361,12 @@ class Bench:
 
     # -- keepalived ---------------------------------------------------------------------------
 
-    def keepalived_conf(self, node: str) -> Path:
+    def keepalived_conf(self, node: str, advert: float = 1.0) -> Path:
         me = self.h.address(node).ip
         peers = "\n".join(f"        {self.h.address(n).ip}" for n in self.h.nodes if n != node)
         conf = f"""global_defs {{
     router_id {node}
+    vrrp_version {3 if advert < 1 else 2}
     script_user root
     enable_script_security
 }}
@@ -368,7 +376,7 @@ vrrp_instance VI_1 {{
     interface eth0
     virtual_router_id 51
     priority 100
-    advert_int 1
+    advert_int {advert:g}
     unicast_src_ip {me}
     unicast_peer {{
 {peers}
@@ -383,8 +391,8 @@ vrrp_instance VI_1 {{
         (d / "keepalived.conf").write_text(conf)
         return d
 
-    def start_keepalived(self, node: str) -> None:
-        d = self.keepalived_conf(node)
+    def start_keepalived(self, node: str, advert: float = 1.0) -> None:
+        d = self.keepalived_conf(node, advert)
         log = open(d / "console.log", "ab")  # noqa: SIM115 - the child owns it
         try:
             self.daemons[node] = self.h.popen(
@@ -408,15 +416,15 @@ vrrp_instance VI_1 {{
             time.sleep(0.1)
         return False
 
-    def run_keepalived(self, runs: int) -> dict[str, Any]:
+    def run_keepalived(self, runs: int, advert: float = 1.0) -> dict[str, Any]:
         nodes = list(self.h.nodes)
         for n in nodes:
             self.start_http(n)
         for n in nodes:
             self.wait_http(n)
         for n in nodes:
-            self.start_keepalived(n)
-        result: dict[str, Any] = {"advert_int": 1, "priority": 100, "crash_outage_s": [], "failed_runs": 0}
+            self.start_keepalived(n, advert)
+        result: dict[str, Any] = {"advert_int": advert, "vrrp_version": 3 if advert < 1 else 2, "priority": 100, "crash_outage_s": [], "failed_runs": 0}
         try:
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline and self.holder() is None:
@@ -451,9 +459,9 @@ vrrp_instance VI_1 {{
                 self.wait_http(active)
                 log = self.dir / "keepalived" / active / "console.log"
                 since = log.stat().st_size if log.exists() else 0
-                self.start_keepalived(active)
+                self.start_keepalived(active, advert)
                 self.wait_keepalived_state(active, "BACKUP", since)
-                time.sleep(1.5)  # it has heard the master's adverts (advert_int 1) and stays backup
+                time.sleep(1.5)  # it has heard the master's adverts (15 of them at least) and stays backup
         finally:
             self.stop_client()
             self.stop_procs(self.daemons)
@@ -475,7 +483,7 @@ class EtcdBench(Bench):
         super().__init__(h, dir)
         self.etcd = etcd
 
-    def kagemusha_config(self, name: str, interval: float, ttl: float) -> Path:
+    def kagemusha_config(self, name: str, timers: dict[str, float]) -> Path:
         data = {
             "cluster": {"name": name, "store": self.etcd.endpoints, "insecure_store": True, "state_dir": str(self.dir / name / "state"),
                         "startup_wait": 1.0, **self.TIMERS},
@@ -490,7 +498,7 @@ class EtcdBench(Bench):
         return path
 
     def run_etcd(self, mode: str, runs: int, partition: bool) -> dict[str, Any]:
-        cfg = self.kagemusha_config(mode, 0, 0)
+        cfg = self.kagemusha_config(mode, {})
         nodes = ["n1", "n2"]
         for n in nodes:
             self.start_http(n)
@@ -531,6 +539,29 @@ class EtcdBench(Bench):
         return result
 
 
+#: The kagemusha modes on the local store: the timers each sets (empty: the config's defaults).
+KAGEMUSHA_MODES: dict[str, dict[str, float]] = {
+    "kagemusha-default": {},
+    # keepalived's defaults: advert_int 1 s; a backup of priority 100 declares the master dead after 3.61 s.
+    "kagemusha-keepalived-timers": {"heartbeat_interval": 1.0, "heartbeat_timeout": 3.6},
+    # 0.1 s heartbeats, against keepalived-fast (VRRPv3, advert_int 0.1 s: master down after 0.361 s). The
+    # timing rule: 0.1 + 2 * 0.1 + 0.025 + 0.075 = 0.4 <= 0.4.
+    "kagemusha-tuned": {"heartbeat_interval": 0.1, "heartbeat_timeout": 0.4, "store_timeout": 0.1,
+                        "fence_margin": 0.075},
+}
+#: keepalived modes: advert_int (s); below 1 s it needs VRRPv3 (centisecond adverts).
+KEEPALIVED_MODES: dict[str, float] = {"keepalived": 1.0, "keepalived-fast": 0.1}
+
+
+def effective_timers(cfg: Path) -> dict[str, float]:
+    """The timers the agents run with, read back through the config loader (defaults included)."""
+    from kagemusha.config import load_config
+
+    c = load_config(cfg).cluster
+    return {"heartbeat_interval": c.heartbeat_interval, "heartbeat_timeout": c.heartbeat_timeout,
+            "store_timeout": c.store_timeout, "fence_margin": c.fence_margin}
+
+
 def _phase_text(ph: dict[str, float]) -> str:
     names = (("decided", "take decided"), ("vip_added", "VIP added"), ("online", "group online"))
     return ", ".join(f"{label} +{ph[k]:.3f}" for k, label in names if k in ph)
@@ -559,8 +590,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=20, help="crashes per mode (default 20)")
     ap.add_argument("--moves", type=int, default=5, help="planned group moves (default 5)")
-    ap.add_argument("--modes", default="kagemusha-default,kagemusha-keepalived-timers,keepalived,"
-                                       "kagemusha-etcd-crash,kagemusha-etcd-partition",
+    ap.add_argument("--modes", default="kagemusha-default,kagemusha-keepalived-timers,keepalived,kagemusha-tuned,"
+                                       "keepalived-fast,kagemusha-etcd-crash,kagemusha-etcd-partition",
                     help="comma-separated subset of the modes")
     ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (agents' logs, configs) instead of a "
                                                  "temporary directory")
@@ -589,12 +620,11 @@ def main() -> int:
             with Harness(["n1", "n2"], disks=0) as h:
                 b = Bench(h, Path(tmp) / mode)
                 b.dir.mkdir(parents=True)
-                if mode == "kagemusha-default":
-                    results[mode] = b.run_kagemusha(mode, 0.2, 1.0, args.runs, moves=args.moves)
-                elif mode == "kagemusha-keepalived-timers":
-                    results[mode] = b.run_kagemusha(mode, 1.0, 3.6, args.runs)
-                elif mode == "keepalived":
-                    results[mode] = b.run_keepalived(args.runs)
+                if mode in KAGEMUSHA_MODES:
+                    results[mode] = b.run_kagemusha(mode, KAGEMUSHA_MODES[mode], args.runs,
+                                                    moves=args.moves if mode == "kagemusha-default" else 0)
+                elif mode in KEEPALIVED_MODES:
+                    results[mode] = b.run_keepalived(args.runs, KEEPALIVED_MODES[mode])
                 else:
                     print(f"unknown mode {mode}", file=sys.stderr)
                     continue
@@ -613,14 +643,16 @@ def main() -> int:
         if s:
             p90 = f"{s['p90']:7.3f}" if "p90" in s else f"{'-':>7s}"
             print(f"{mode:30s} {s['n']:3d} {s['min']:7.3f} {s['median']:7.3f} {p90} {s['max']:7.3f}")
-    ka = results.get("keepalived", {}).get("crash_outage")
-    if ka:  # ratios only between modes of this one run (side by side on the same machine state)
-        for mode in modes:
-            s = results.get(mode, {}).get("crash_outage")
-            if s and mode != "keepalived":
-                ratio = {k: s[k] / ka[k] for k in ("min", "median", "p90", "max") if k in s and k in ka and ka[k] > 0}
-                results[mode]["ratio_to_keepalived_same_run"] = ratio
-                print(f"ratio {mode}/keepalived: " + ", ".join(f"{k} {v:.2f}" for k, v in ratio.items()))
+    # Ratios only between modes of this one run (side by side on the same machine state); the tuned mode is
+    # compared with keepalived's 0.1 s adverts, the others with keepalived's defaults.
+    for mode in modes:
+        pair = "keepalived-fast" if mode == "kagemusha-tuned" else "keepalived"
+        s = results.get(mode, {}).get("crash_outage")
+        ka = results.get(pair, {}).get("crash_outage")
+        if s and ka and mode not in KEEPALIVED_MODES:
+            ratio = {k: s[k] / ka[k] for k in ("min", "median", "p90", "max") if k in s and k in ka and ka[k] > 0}
+            results[mode][f"ratio_to_{pair.replace('-', '_')}_same_run"] = ratio
+            print(f"ratio {mode}/{pair}: " + ", ".join(f"{k} {v:.2f}" for k, v in ratio.items()))
     for mode in modes:
         ph = results.get(mode, {}).get("crash_phase_medians")
         if ph:
@@ -633,7 +665,7 @@ def main() -> int:
     # Each mode is written whole with its own record (commit, date, machine, N, command, tool versions);
     # a run of some modes keeps the other modes exactly as an earlier run wrote them.
     for mode, part in results.items():
-        tools = ["keepalived"] if mode == "keepalived" else ["etcd"] if mode.startswith("kagemusha-etcd-") else []
+        tools = ["keepalived"] if mode in KEEPALIVED_MODES else ["etcd"] if mode.startswith("kagemusha-etcd-") else []
         part = {**part, "run_seconds_all_modes": seconds, "modes_in_this_run": modes}
         save("failover_netns", "modes", {mode: part}, metadata(args.runs, tools=tools, commit_info=code), about={
             "client": "GET / to the VIP every 10 ms, new connection each, 0.2 s timeout",
