@@ -100,6 +100,8 @@ def metadata(n: int | None, *, tools: Iterable[str] = (), commit_info: dict[str,
         "machine": machine(),
         "n": n,
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        # NB: other work on the machine inflates timings; the load when the record was written says how much.
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
     for t in tools:
         meta[f"{t}_version"] = tool_version(t)
