@@ -23,6 +23,10 @@ Modes:
 - ``kagemusha-tuned``: 0.1 s heartbeats (heartbeat_timeout 0.4, store_timeout 0.1, fence_margin 0.075:
   the timing rule's least TTL for them), against
 - ``keepalived-fast``: keepalived with VRRPv3 and ``advert_int 0.1`` (master down after 0.361 s).
+- ``kagemusha-seed``: the seed's one-way group as an operator runs it: ``fip1``, ``sd1`` (a loop-device
+  disk) and ``exec1``, whose ``start.sh`` starts the application with ``kagemusha domain start-domain``
+  (the service is *not* pre-started: it starts on failover); default timers; tests/e2e's client (GET and
+  PUT every 10 ms to the VIP, port 80): issue 12's headline figure.
 - ``keepalived``: Debian's keepalived 2.2.x, one ``vrrp_instance`` per node, ``advert_int 1``,
   priority 100 on both (so the skew is the default backup's), ``state BACKUP`` + ``nopreempt``
   (no failback, like kagemusha's ``failback = "manual"``), unicast peers so VRRP stays inside
@@ -90,6 +94,36 @@ while time.monotonic() < t_end and not os.path.exists(stop):
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._results import commit, metadata, path_of, save, summary
+
+
+def log_phases(log: Path, since: float, t_last: float) -> dict[str, float]:
+    """From the survivor's log (JSON lines): when it decided to take the group, added the VIP, had each
+    resource started (the exec resource: its start script returned) and the group online, each in seconds
+    after ``t_last`` (the client's last success before the failure)."""
+    out: dict[str, float] = {}
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            rec = json.loads(line)
+            at = datetime.strptime(rec["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+        except (ValueError, KeyError, TypeError):
+            continue
+        if at < since - 0.01:  # ms resolution of the log
+            continue
+        msg = rec.get("msg", "")
+        if "decided" not in out and msg == "decision" and rec.get("decision") == "take":
+            out["decided"] = at - t_last
+        elif "decided" in out and "vip_added" not in out and msg.startswith("floating_ip") and msg.endswith(
+                " added"):
+            out["vip_added"] = at - t_last
+        elif "decided" in out and "online" not in out and msg == "group online":
+            out["online"] = at - t_last
+        elif "decided" in out and "online" not in out and msg == "resource started" and rec.get("resource"):
+            out.setdefault(f"{rec['resource']} started", at - t_last)
+    return out
 
 
 class Bench:
@@ -194,32 +228,6 @@ class Bench:
         window = [max(before) if before else t0] + [t for t in oks if t > t0] + [t_back]
         return max(b - a for a, b in itertools.pairwise(window))
 
-    def phases(self, log: Path, since: float, t_last: float) -> dict[str, float]:
-        """From the survivor's log (JSON lines): when it decided to take the group, added the VIP and had the
-        group online, each in seconds after ``t_last`` (the client's last success before the failure)."""
-        out: dict[str, float] = {}
-        try:
-            lines = log.read_text(errors="replace").splitlines()
-        except OSError:
-            return out
-        for line in lines:
-            try:
-                rec = json.loads(line)
-                at = datetime.strptime(rec["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
-            except (ValueError, KeyError, TypeError):
-                continue
-            if at < since - 0.01:  # ms resolution of the log
-                continue
-            msg = rec.get("msg", "")
-            if "decided" not in out and msg == "decision" and rec.get("decision") == "take":
-                out["decided"] = at - t_last
-            elif "decided" in out and "vip_added" not in out and msg.startswith("floating_ip") and msg.endswith(
-                    " added"):
-                out["vip_added"] = at - t_last
-            elif "decided" in out and "online" not in out and msg == "group online":
-                out["online"] = at - t_last
-        return out
-
     def holder(self) -> str | None:
         holders = self.h.vip_holders()
         return holders[0] if len(holders) == 1 else None
@@ -305,7 +313,7 @@ class Bench:
             else:
                 out = self.outage(t_fail, t_back)
                 result["crash_outage_s"].append(out)
-                ph = self.phases(cfg.parent / f"{survivor}.log", t_fail, t_back - out)
+                ph = log_phases(cfg.parent / f"{survivor}.log", t_fail, t_back - out)
                 result.setdefault("crash_phases", []).append(ph)
                 print(f"{mode} run {i + 1:2d}: {what} of {active}: outage {out:6.3f} s  "
                       + _phase_text(ph), flush=True)
@@ -347,7 +355,7 @@ class Bench:
                 out = self.gap(t0, t_back)
                 result["move_outage_s"].append(out)
                 result["move_command_to_service_s"].append(t_back - t0)
-                ph = self.phases(cfg.parent / f"{target}.log", t0, t_back - out)
+                ph = log_phases(cfg.parent / f"{target}.log", t0, t_back - out)
                 result.setdefault("move_phases", []).append(ph)
                 print(f"{mode} move {i + 1}: {active} -> {target}: outage {out:6.3f} s (command to service "
                       f"{t_back - t0:.3f} s)  " + _phase_text(ph), flush=True)
@@ -563,8 +571,8 @@ def effective_timers(cfg: Path) -> dict[str, float]:
 
 
 def _phase_text(ph: dict[str, float]) -> str:
-    names = (("decided", "take decided"), ("vip_added", "VIP added"), ("online", "group online"))
-    return ", ".join(f"{label} +{ph[k]:.3f}" for k, label in names if k in ph)
+    names = {"decided": "take decided", "vip_added": "VIP added", "online": "group online"}
+    return ", ".join(f"{names.get(k, k)} +{v:.3f}" for k, v in sorted(ph.items(), key=lambda kv: kv[1]))
 
 
 def phase_medians(phases: list[dict[str, float]]) -> dict[str, float]:
@@ -586,12 +594,79 @@ def run_etcd_mode(tmp: str, mode: str, runs: int) -> dict[str, Any]:
             return b.run_etcd(mode, runs, partition=mode.endswith("partition"))
 
 
+def run_seed_mode(tmp: str, runs: int) -> dict[str, Any]:
+    """``kagemusha-seed``: the seed's one-way group (fip1, sd1 on a loop disk, exec1 whose ``start.sh`` runs
+    ``kagemusha domain start-domain``, serving domain1's app), default timers; the service starts on
+    failover. The client (tests/e2e's: GET / and PUT /kv every 10 ms to the VIP, port 80) measures the outage
+    from its last success before the crash to its first success from the survivor."""
+    from tests.e2e._cluster import APP_PORTS, Client, NsCluster
+
+    result: dict[str, Any] = {"group": "seed one-way: fip1 + sd1 (loop disk) + exec1 (start.sh -> kagemusha domain)",
+                              "crash_outage_s": [], "failed_runs": 0}
+    with Harness(["n1", "n2"], disks=1, disk_size_mb=32) as h:
+        c = NsCluster(h, Path(tmp) / "kagemusha-seed")
+        mp = c.mount_point(0)
+        c.create_domain(h.disk, mp, "domain1", on="n1", others=["n2"])
+        c.groups = [c.webotx_group("webotx1", ["n1", "n2"], disk=h.disk, mp=mp, vip=str(h.vip), domain="domain1",
+                                   scripts="oneway")]
+        result.update(effective_timers(c.write_config()))
+        for n in c.nodes:
+            c.start(n)
+        client: Client | None = None
+        try:
+            c.wait_group("webotx1", "online", "n1", timeout=60)
+            client = Client(h, c.dir, str(h.vip.ip), APP_PORTS["domain1"], limit=3600)
+            time.sleep(1.5)
+            active = "n1"
+            for i in range(runs):
+                survivor = "n2" if active == "n1" else "n1"
+                t_crash = time.time()
+                c.crash(active)
+                deadline = time.monotonic() + 60
+                back: float | None = None
+                while back is None and time.monotonic() < deadline:
+                    recs = client.records()
+                    later = [r for r in recs if r["op"] == "get" and r["ok"] and r["t"] > t_crash
+                             and f"served by {survivor}" in r.get("body", "")]
+                    back = min(r["done"] for r in later) if later else None
+                    time.sleep(0.05)
+                if back is None:
+                    print(f"kagemusha-seed run {i + 1}: no service from {survivor} within 60 s", flush=True)
+                    result["failed_runs"] += 1
+                else:
+                    before = [r["done"] for r in client.records() if r["ok"] and r["done"] <= t_crash]
+                    t_last = max(before) if before else t_crash
+                    out = back - t_last
+                    result["crash_outage_s"].append(out)
+                    c.wait_group("webotx1", "online", survivor, timeout=60)  # the log has every phase now
+                    ph = log_phases(c.dir / "logs" / f"{survivor}.log", t_crash, t_last)
+                    ph["client back"] = out
+                    result.setdefault("crash_phases", []).append(ph)
+                    print(f"kagemusha-seed run {i + 1:2d}: crash of {active}: outage {out:6.3f} s  " + _phase_text(ph),
+                          flush=True)
+                c.revive(active)
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    up = {n["name"] for n in c.status(survivor).get("nodes", []) if n["state"] == "up"}
+                    if up >= {"n1", "n2"}:
+                        break
+                    time.sleep(0.2)
+                c.wait_group("webotx1", "online", survivor, timeout=60)
+                time.sleep(1.5)
+                active = survivor
+        finally:
+            if client is not None:
+                client.stop()
+            c.stop_all()
+    return result
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=20, help="crashes per mode (default 20)")
     ap.add_argument("--moves", type=int, default=5, help="planned group moves (default 5)")
-    ap.add_argument("--modes", default="kagemusha-default,kagemusha-keepalived-timers,keepalived,kagemusha-tuned,"
-                                       "keepalived-fast,kagemusha-etcd-crash,kagemusha-etcd-partition",
+    ap.add_argument("--modes", default="kagemusha-seed,kagemusha-default,kagemusha-keepalived-timers,keepalived,"
+                                       "kagemusha-tuned,keepalived-fast,kagemusha-etcd-crash,kagemusha-etcd-partition",
                     help="comma-separated subset of the modes")
     ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (agents' logs, configs) instead of a "
                                                  "temporary directory")
@@ -613,6 +688,12 @@ def main() -> int:
         else:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="kg-bench-netns-"))
         for mode in modes:
+            if mode == "kagemusha-seed":
+                results[mode] = run_seed_mode(tmp, args.runs)
+                results[mode]["crash_outage"] = summary(results[mode]["crash_outage_s"])
+                if results[mode].get("crash_phases"):
+                    results[mode]["crash_phase_medians"] = phase_medians(results[mode]["crash_phases"])
+                continue
             if mode.startswith("kagemusha-etcd-"):
                 results[mode] = run_etcd_mode(tmp, mode, args.runs)
                 results[mode]["crash_outage"] = summary(results[mode]["crash_outage_s"])
