@@ -61,7 +61,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import tomli_w
 
@@ -485,7 +485,7 @@ class EtcdBench(Bench):
     fence itself); the link comes back after the survivor serves.
     """
 
-    TIMERS = {"heartbeat_interval": 0.3, "heartbeat_timeout": 3.0, "store_timeout": 0.5, "fence_margin": 0.3}
+    TIMERS: ClassVar[dict[str, float]] = {"heartbeat_interval": 0.3, "heartbeat_timeout": 3.0, "store_timeout": 0.5, "fence_margin": 0.3}
 
     def __init__(self, h: Harness, dir: Path, etcd: Any) -> None:
         super().__init__(h, dir)
