@@ -32,7 +32,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+#: Where results files go; ``KAGEMUSHA_BENCH_RESULTS`` sends a trial run elsewhere (e.g. /tmp) so that
+#: it cannot overwrite the recorded figures.
+RESULTS = Path(os.environ["KAGEMUSHA_BENCH_RESULTS"]) if os.environ.get("KAGEMUSHA_BENCH_RESULTS") else (
+    ROOT / "bench" / "results")
 
 #: The smallest sample for which a percentile is more than the maximum (or a near neighbour of it).
 PERCENTILE_MIN_N = {90: 10, 99: 100}
@@ -97,6 +100,8 @@ def metadata(n: int | None, *, tools: Iterable[str] = (), commit_info: dict[str,
         "machine": machine(),
         "n": n,
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        # NB: other work on the machine inflates timings; the load when the record was written says how much.
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
     for t in tools:
         meta[f"{t}_version"] = tool_version(t)

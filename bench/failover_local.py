@@ -13,7 +13,6 @@ import json
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 import psutil
@@ -25,19 +24,6 @@ from bench import _results
 
 IDLE_S = 5.0
 
-def take_time(c: LocalCluster, node: str, after: float) -> float | None:
-    for line in c.log(node).splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("decision") == "take":
-            ts = datetime.strptime(rec["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp() - time.timezone
-            if ts >= after:
-                return ts
-    return None
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=10)
@@ -48,6 +34,9 @@ def main() -> None:
         c = LocalCluster(Path(d) / "c")
         try:
             c.start_all()
+            assert c.config is not None
+            timers = {"heartbeat_interval": c.config.cluster.heartbeat_interval,
+                      "heartbeat_timeout": c.config.cluster.heartbeat_timeout}
             c.wait_group("webotx1", "online", "n1")
             # idle figures
             time.sleep(2)
@@ -60,22 +49,26 @@ def main() -> None:
             active = "n1"
             for i in range(args.runs):
                 standby = "n2" if active == "n1" else "n1"
-                t = c.crash(active)
+                # NB: the crash is the SIGKILL of the node's supervisor, the first thing crash() does (its own
+                # return value is taken after every process of the node is gone, which can be up to a second later).
+                t = time.time()
+                c.crash(active)
                 _, t_online = c.wait_group("webotx1", "online", standby, timeout=20)
                 online.append(t_online - t)
                 starts = [s for s in c.starts("webotx1") if s.node == standby and s.at >= t]
-                if starts:
-                    detect.append(starts[0].at - t)
+                started = starts[0].at - t if starts else None
+                if started is not None:
+                    detect.append(started)
                 c.start(active)
                 time.sleep(1.5)
                 active = standby
-                print(f"run {i + 1}: service started {detect[-1] if detect else float('nan'):.3f}s, "
+                print(f"run {i + 1}: service started "
+                      f"{'(no trace)' if started is None else f'{started:.3f}s'}, "
                       f"status online {online[-1]:.3f}s after the crash", flush=True)
         finally:
             c.close()
     res = {
-        "heartbeat_interval": 0.2,
-        "heartbeat_timeout": 1.0,
+        **timers,  # the timers the agents ran with (the config's defaults), read from their config
         "crash_to_service_start_s": _results.summary(detect),
         "crash_to_status_online_s": _results.summary(online),
         "crash_to_service_start_samples": detect,
@@ -89,6 +82,9 @@ def main() -> None:
         "what": "two agents on the local store, one exec group; the active node is crashed (agent, supervisor and "
                 "services killed) N times",
         "agent": "RSS and CPU of each agent process (the supervisor's child), idle, one group online",
+        "crash": "times count from the SIGKILL of the active node's supervisor (then its agent and every process "
+                 "it started); service start = the survivor's start script ran, status online = `status` said so "
+                 "(polled, so it includes a status call's latency)",
     })
     print(f"written to {out}")
 

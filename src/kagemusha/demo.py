@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -220,6 +221,48 @@ final_action = "stop_group"
             time.sleep(0.1)
         raise SystemExit(f"demo: webotx1 did not come online on {node} within {timeout}s; see {self.root}/logs")
 
+    def wait_app(self, node: str, timeout: float = 60) -> float:
+        """Ask the application every 10 ms until it answers from ``node``; the wall time of that answer."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            t0 = time.monotonic()
+            try:
+                with urllib.request.urlopen(APP_URL, timeout=0.5) as r:
+                    if f"served by {node}" in r.read().decode():
+                        return time.time()
+            except OSError:
+                pass
+            time.sleep(max(0.0, 0.01 - (time.monotonic() - t0)))
+        raise SystemExit(f"demo: the application did not answer from {node} within {timeout}s; see {self.root}/logs")
+
+    def phases(self, node: str, since: float) -> dict[str, float]:
+        """From ``node``'s log: when (s after ``since``) it decided to take the group, when the group was
+        online, and how long its start (the start script) took."""
+        out: dict[str, float] = {}
+        try:
+            lines = (self.root / "logs" / f"{node}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return out
+        day = time.localtime(since)
+        for line in lines:
+            m = re.match(r"(\d\d):(\d\d):(\d\d)\.(\d{3}) \w \[" + re.escape(node) + r"\] (.*)", line)
+            if not m:
+                continue
+            hh, mm, ss, ms, rest = int(m[1]), int(m[2]), int(m[3]), int(m[4]), m[5]
+            at = time.mktime((day.tm_year, day.tm_mon, day.tm_mday, hh, mm, ss, 0, 0, -1)) + ms / 1000
+            if at < since - 43200:  # the log line is from after midnight
+                at += 86400
+            if at < since - 1:
+                continue
+            if rest.startswith("decision ") and "decision=take" in rest and "decided" not in out:
+                out["decided"] = at - since
+            elif rest.startswith("group online ") and "online" not in out:
+                out["online"] = at - since
+                took = re.search(r"seconds=([0-9.]+)", rest)
+                if took:
+                    out["start"] = float(took[1])
+        return out
+
     def fetch(self) -> str:
         try:
             with urllib.request.urlopen(APP_URL, timeout=2) as r:
@@ -236,6 +279,7 @@ final_action = "stop_group"
             tree = psutil.Process(p.pid).children(recursive=True)
         except psutil.Error:
             tree = []
+        t = time.time()  # the crash: from here the node's lease is no longer renewed
         p.send_signal(signal.SIGKILL)
         for child in tree:
             try:
@@ -244,7 +288,6 @@ final_action = "stop_group"
                 pass
         cid = self.cluster_id()
         _proc.kill_tagged({"KAGEMUSHA_CLUSTER_ID": cid, "KAGEMUSHA_NODE": node}, wait=2.0)
-        t = time.time()
         p.wait(10)
         return t
 
@@ -290,8 +333,16 @@ def main() -> None:
         demo.show_status()
         say("crashing n1: kill -9 of its agent and of every process it started (the domain too)")
         t = demo.crash("n1")
-        online = demo.wait_online("n2")
-        say(f"webotx1 failed over to n2 in {online - t:.2f}s; the application now says: {demo.fetch()}")
+        answered = demo.wait_app("n2")
+        say(f"webotx1 failed over to n2: the application answered from n2 {answered - t:.2f}s after the crash "
+            "(from the kill of n1's agent to the first answer from n2, asking every 10 ms)")
+        demo.wait_online("n2")
+        ph = demo.phases("n2", t)
+        if {"decided", "online", "start"} <= ph.keys():
+            say(f"    n2 decided to take webotx1 at +{ph['decided']:.2f}s (n1's lease expired); its start (the "
+                f"seed's start.sh: kagemusha domain start) took {ph['start']:.2f}s; the group was online at "
+                f"+{ph['online']:.2f}s (the script returns after the application answers)")
+        say(f"the application now says: {demo.fetch()}")
         demo.show_status()
         say("n1 comes back (failback is manual, so webotx1 stays on n2)")
         demo.start_agent("n1")

@@ -129,3 +129,41 @@ def test_probe_running_when_added_by_hand(harness: Harness) -> None:
     assert h.vip_holders() == []
     with pytest.raises(subprocess.CalledProcessError):
         h.run("client", ["ping", "-c", "1", "-W", "1", str(h.vip.ip)])
+
+
+@pytest.mark.root
+def test_duplicate_check_with_defaults_catches_a_foreign_host(harness: Harness) -> None:
+    """The default check (2 probes, 0.1 s) sees a host that holds the address outside kagemusha."""
+    h = harness
+    h.run("n2", ["ip", "addr", "add", str(h.vip), "dev", "eth0"])  # a foreign host: no driver, no lease
+    with pytest.raises(NodeError) as err:
+        ns_call(h, "n1", OP, op="start", address=str(h.vip), interface="eth0")
+    assert err.value.type == "ResourceFailed" and mac(h, "n2") in err.value.message
+    assert h.vip_holders() == ["n2"]
+    h.run("n2", ["ip", "addr", "del", str(h.vip), "dev", "eth0"])
+
+
+ANNOUNCER = """
+from kagemusha.resources import ResourceContext, StartEnv
+from kagemusha.resources.floating_ip import FloatingIP, FloatingIPParams
+
+async def main(address, interface, end):
+    d = FloatingIP(FloatingIPParams(address=address, interface=interface, arp_count=50, arp_interval=0.2),
+                   ResourceContext("c", "g", "fip1", "n", Path("/nonexistent")))
+    await d.start(StartEnv())
+    running = d._announcer is not None and not d._announcer.done()
+    await (d.fence() if end == "fence" else d.stop(StartEnv()))
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    return [running, d._announcer is None, len(others)]
+"""
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("end", ["stop", "fence"])
+def test_repeated_announcements_end_before_the_address_goes(harness: Harness, end: str) -> None:
+    """start returns after the first gratuitous ARP; the repeats run on, and stop/fence end them first."""
+    h = harness
+    running, cleared, others = ns_call(h, "n1", ANNOUNCER, address=str(h.vip), interface="eth0", end=end)
+    assert running, "the repeated announcements should still be going when start returns"
+    assert cleared and others == 0, "stop/fence must end the announcements (never announce a released address)"
+    assert h.vip_holders() == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,20 @@ class StopFailed(KagemushaError):
 
 class InvalidTransition(KagemushaError):
     """A bug: the agent moved a group between local states the state machine does not allow."""
+
+
+async def _together(coros: list[Coroutine[Any, Any, str | None]]) -> list[str | None]:
+    """Run ``coros`` at once and return their results in order.
+
+    A task group, not ``gather``: if one raises (a driver bug) or the worker is cancelled (a fence),
+    every sibling is cancelled *and awaited* before this returns, so no start or stop goes on behind
+    the fence's back.
+    """
+    if len(coros) == 1:
+        return [await coros[0]]
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(c) for c in coros]
+    return [t.result() for t in tasks]
 
 
 _S = LocalState
@@ -158,12 +173,53 @@ class GroupRuntime:
         val = rs.start_timeout if which == "start" else rs.stop_timeout
         return float(val if val is not None else (drv.default_start_timeout if which == "start" else drv.default_stop_timeout))
 
+    def waves(self, only: list[tuple[ResourceSpec, Resource]] | None = None) -> list[list[tuple[ResourceSpec, Resource]]]:
+        """The group's resources in start order, as waves whose members start together.
+
+        The order in ``cluster.toml`` is the dependency order. Consecutive ``independent`` resources
+        (addresses, disks: they use none of the others) share a wave unless one ``needs`` another
+        (a disk mounted inside another's mount point); any other resource (a script, a domain) may use
+        everything listed before it, so it is a wave of its own. The seed's ``fip1``, ``sd1``, ``exec1``
+        is two waves: ``fip1`` with ``sd1``, then ``exec1``. Stopping goes through the waves in reverse.
+        """
+        out: list[list[tuple[ResourceSpec, Resource]]] = []
+        for item in only if only is not None else self.resources:
+            drv = item[1]
+            cur = out[-1] if out else None
+            if (cur is not None and drv.independent and all(d.independent for _, d in cur)
+                    and not any(drv.needs(d) for _, d in cur)):
+                cur.append(item)
+            else:
+                out.append([item])
+        return out
+
+    async def _start_one(self, rs: ResourceSpec, drv: Resource) -> str | None:
+        """Start one resource within its ``start_timeout``; the failure as text, or None."""
+        self.resource_states[rs.name] = "starting"
+        t0 = time.monotonic()
+        try:
+            async with asyncio.timeout(self._timeout(rs, drv, "start")):
+                await drv.start(self.env)
+        except TimeoutError:
+            self.resource_states[rs.name] = "failed"
+            return f"resource {rs.name} start timed out after {self._timeout(rs, drv, 'start'):g}s"
+        except (KagemushaError, OSError) as exc:
+            self.resource_states[rs.name] = "failed"
+            return f"resource {rs.name} failed to start: {exc}"
+        self.resource_states[rs.name] = "online"
+        log.info(
+            "resource started",
+            extra={"kv": {"group": self.name, "resource": rs.name, "event": self.env.event.value,
+                          "seconds": round(time.monotonic() - t0, 3)}},
+        )
+        return None
+
     async def start_resources(self, event: ClpEvent) -> None:
-        """Start every resource in order. On failure stop what started (reverse) and raise.
+        """Start every resource, wave by wave (``waves``). On failure stop what started (reverse) and raise.
 
         A disk resource that fails makes ``CLP_DISK=FAILURE`` for the group's exec
         resources, which still run (the seed's scripts branch on it), and the
-        start counts as failed.
+        start counts as failed. After any other failure, nothing further starts.
 
         Raises:
             ResourceFailed-like KagemushaError: the start failed (resources stopped again).
@@ -172,58 +228,49 @@ class GroupRuntime:
         self.env = self.start_env(event)
         started: list[tuple[ResourceSpec, Resource]] = []
         failure: str | None = None
-        for rs, drv in self.resources:
-            if failure is not None and not (self.env.disk == ClpDisk.FAILURE and rs.type == "exec"):
-                continue
-            self.resource_states[rs.name] = "starting"
-            t0 = time.monotonic()
-            try:
-                async with asyncio.timeout(self._timeout(rs, drv, "start")):
-                    await drv.start(self.env)
-            except TimeoutError:
-                self.resource_states[rs.name] = "failed"
-                failure = failure or f"resource {rs.name} start timed out after {self._timeout(rs, drv, 'start'):g}s"
-                started.append((rs, drv))  # may be half-started: stop it too
-                continue
-            except (KagemushaError, OSError) as exc:
-                self.resource_states[rs.name] = "failed"
-                failure = failure or f"resource {rs.name} failed to start: {exc}"
-                if drv.is_disk:
-                    self.env = StartEnv(self.env.event, self.env.server, ClpDisk.FAILURE)
-                started.append((rs, drv))
-                continue
-            started.append((rs, drv))
-            self.resource_states[rs.name] = "online"
-            log.info(
-                "resource started",
-                extra={"kv": {"group": self.name, "resource": rs.name, "event": self.env.event.value,
-                              "seconds": round(time.monotonic() - t0, 3)}},
-            )
+        for wave in self.waves():
+            if failure is not None:
+                wave = [(rs, drv) for rs, drv in wave if self.env.disk == ClpDisk.FAILURE and rs.type == "exec"]
+                if not wave:
+                    continue
+            # NB: a failed or timed-out resource may be half-started: it is stopped again with the others.
+            started.extend(wave)
+            results = await _together([self._start_one(rs, drv) for rs, drv in wave])
+            for (_, drv), res in zip(wave, results):
+                if res is not None:
+                    failure = failure or res
+                    if drv.is_disk:
+                        self.env = StartEnv(self.env.event, self.env.server, ClpDisk.FAILURE)
         if failure is not None:
             await self.stop_resources(only=started)
             raise KagemushaError(failure)
 
+    async def _stop_one(self, rs: ResourceSpec, drv: Resource) -> str | None:
+        """Stop one resource within its ``stop_timeout``; the failure as text, or None."""
+        self.resource_states[rs.name] = "stopping"
+        try:
+            async with asyncio.timeout(self._timeout(rs, drv, "stop")):
+                await drv.stop(self.env)
+        except TimeoutError:
+            self.resource_states[rs.name] = "stop_failed"
+            return f"{rs.name} stop timed out after {self._timeout(rs, drv, 'stop'):g}s"
+        except (KagemushaError, OSError) as exc:
+            self.resource_states[rs.name] = "stop_failed"
+            return f"{rs.name}: {exc}"
+        self.resource_states[rs.name] = "stopped"
+        return None
+
     async def stop_resources(self, only: list[tuple[ResourceSpec, Resource]] | None = None) -> None:
-        """Stop resources in reverse order, each within its ``stop_timeout``.
+        """Stop resources wave by wave in reverse order (a wave's members together), each within its
+        ``stop_timeout``. A failed stop does not keep the others from being tried.
 
         Raises:
             StopFailed: a resource could not be stopped (the others were still tried).
         """
         failed: list[str] = []
-        for rs, drv in reversed(only if only is not None else self.resources):
-            self.resource_states[rs.name] = "stopping"
-            try:
-                async with asyncio.timeout(self._timeout(rs, drv, "stop")):
-                    await drv.stop(self.env)
-            except TimeoutError:
-                failed.append(f"{rs.name} stop timed out after {self._timeout(rs, drv, 'stop'):g}s")
-                self.resource_states[rs.name] = "stop_failed"
-                continue
-            except (KagemushaError, OSError) as exc:
-                failed.append(f"{rs.name}: {exc}")
-                self.resource_states[rs.name] = "stop_failed"
-                continue
-            self.resource_states[rs.name] = "stopped"
+        for wave in reversed(self.waves(only)):
+            results = await _together([self._stop_one(rs, drv) for rs, drv in reversed(wave)])
+            failed.extend(r for r in results if r is not None)
         if failed:
             raise StopFailed("; ".join(failed))
 

@@ -117,6 +117,11 @@ class Resource(abc.ABC):
     default_stop_timeout: ClassVar[float] = 60.0
     #: True for switchover-disk resources: their start result feeds ``CLP_DISK``.
     is_disk: ClassVar[bool] = False
+    #: True for a resource that uses none of its group's other resources (an address, a mount): the
+    #: group starts consecutive such resources together, and stops them together. False (scripts,
+    #: domains) means "may use anything listed before it": it starts after all of those have started,
+    #: and stops before any of them stops. The group's order in ``cluster.toml`` is its dependency order.
+    independent: ClassVar[bool] = False
 
     def __init__(self, params: DriverParams, ctx: ResourceContext) -> None:
         self.params = params
@@ -144,6 +149,13 @@ class Resource(abc.ABC):
 
     async def fence(self) -> None:
         """Emergency stop without scripts or waiting. Default: nothing to do."""
+
+    def needs(self, earlier: Resource) -> bool:
+        """Whether this ``independent`` resource still needs ``earlier`` (listed before it) up first.
+
+        Default: no. A disk mounted inside another disk's mount point needs that one (``Disk``).
+        """
+        return False
 
     @classmethod
     def check_params(cls, params: DriverParams, *, base_dir: Path | None = None) -> list[tuple[str, str]]:

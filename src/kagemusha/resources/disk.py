@@ -40,7 +40,7 @@ import os
 import re
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
 from pydantic import Field, field_validator
@@ -168,6 +168,7 @@ class Disk(Resource):
     type_name = "disk"
     Params = DiskParams
     is_disk: ClassVar[bool] = True
+    independent: ClassVar[bool] = True
     default_start_timeout: ClassVar[float] = 300.0  # fsck of a large disk takes a while
     default_stop_timeout: ClassVar[float] = 60.0
 
@@ -177,6 +178,13 @@ class Disk(Resource):
         if not isinstance(params, DiskParams):
             raise NotConfigured(f"disk: expected DiskParams, got {type(params).__name__}")
         super().__init__(params, ctx)
+
+    def needs(self, earlier: Resource) -> bool:
+        """A mount point inside (or above) another disk's needs that disk mounted first (and unmounted last)."""
+        if not isinstance(earlier, Disk):
+            return False
+        a, b = PurePosixPath(self.params.mount_point), PurePosixPath(earlier.params.mount_point)
+        return a == b or a.is_relative_to(b) or b.is_relative_to(a)
 
     # -- state
 

@@ -9,8 +9,9 @@ Usage in ``cluster.toml``::
     interface = "eth0"
 
 ``start`` checks with an ARP probe that no other host answers for the
-address, adds it with netlink and announces it with gratuitous ARPs so that
-clients and switches move to this node at once. ``stop`` and ``fence`` remove
+address (0.1 s by default), adds it with netlink and announces it with
+gratuitous ARPs so that clients and switches move to this node at once (the
+first before ``start`` returns, the repeats in the background). ``stop`` and ``fence`` remove
 it. ``probe`` reads the kernel's address list of the interface.
 
 The driver acts in the network namespace of the process that runs it (the
@@ -19,6 +20,7 @@ agent runs in its node's namespace).
 
 from __future__ import annotations
 
+import asyncio
 from ipaddress import IPv4Interface
 from typing import ClassVar
 
@@ -72,6 +74,7 @@ class FloatingIP(Resource):
     Params = FloatingIPParams
     default_start_timeout: ClassVar[float] = 10.0
     default_stop_timeout: ClassVar[float] = 10.0
+    independent: ClassVar[bool] = True
 
     params: FloatingIPParams
 
@@ -79,6 +82,8 @@ class FloatingIP(Resource):
         if not isinstance(params, FloatingIPParams):
             raise NotConfigured(f"floating_ip: expected FloatingIPParams, got {type(params).__name__}")
         super().__init__(params, ctx)
+        #: the repeated gratuitous ARPs of the last start, while they last
+        self._announcer: asyncio.Task[None] | None = None
 
     @property
     def _what(self) -> str:
@@ -112,11 +117,33 @@ class FloatingIP(Resource):
         except NetlinkError as exc:
             raise ResourceFailed(f"floating_ip {self._what}: netlink refused to add it: {exc}") from exc
         self.ctx.log.info("floating_ip %s added", self._what)
+        if p.arp_count:
+            # The first gratuitous ARP goes now: neighbours move to this node before start returns. The
+            # repeats (for a frame lost on the way) go on in the background, so that nothing after this
+            # resource waits (arp_count - 1) * arp_interval for them; stop and fence end them first.
+            await self._announce(1)
+            if p.arp_count > 1:
+                await self._end_announcer()
+                self._announcer = asyncio.create_task(
+                    self._announce(p.arp_count - 1, first_wait=p.arp_interval), name=f"garp-{p.address.ip}")
+
+    async def _announce(self, count: int, first_wait: float = 0.0) -> None:
+        p = self.params
         try:
-            await _os.arp_announce(p.interface, p.address.ip, count=p.arp_count, interval=p.arp_interval)
-        except OSError as exc:
+            if first_wait:
+                await asyncio.sleep(first_wait)
+            await _os.arp_announce(p.interface, p.address.ip, count=count, interval=p.arp_interval)
+        except (OSError, _os.NoSuchInterface) as exc:
             # The address is up and serves; neighbours will learn it by ordinary ARP.
             self.ctx.log.warning("floating_ip %s: gratuitous ARP failed: %s", self._what, exc)
+
+    async def _end_announcer(self) -> None:
+        """Stop the background gratuitous ARPs (before the address goes: never announce what we gave up)."""
+        task, self._announcer = self._announcer, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait({task})  # NB: wait, not await: the announcer's cancellation is not ours
 
     async def stop(self, env: StartEnv) -> None:
         await self._remove()
@@ -128,6 +155,7 @@ class FloatingIP(Resource):
             raise ResourceFailed(f"floating_ip {self._what}: still present after removal ({probe.reason})")
 
     async def _remove(self) -> None:
+        await self._end_announcer()
         try:
             removed = await _os.remove_address(self.params.interface, self.params.address)
         except NetlinkError as exc:
