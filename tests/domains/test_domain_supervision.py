@@ -78,6 +78,32 @@ def test_crashed_domain_restarted_up_to_the_limit_then_failed(node: Node, workdi
     assert not tagged_under(workdir)
 
 
+def test_failovers_do_not_use_up_the_restart_budget(node: Node, workdir: Path) -> None:
+    """Regression: after a failover the admin domain's first look found the previous owner's dead
+    master on the switchover disk and took it for a crash ("died ... restart 1 of 2") while its
+    autostart started the domain; the queued restart then stayed pending, so the next real crash
+    was restarted at once, past the back-off and the limit, without the line that says it died."""
+    root = workdir / "data1" / "domains"
+    node.create("domain1", root, domain_restart_limit="2", domain_restart_backoff="0")
+    admin_log = node.registry / "admin" / "logs" / "admin.log"
+    for _ in range(3):  # a failover back onto this node: admin and domain gone, the records left
+        node.run("start", "admin", check=True)  # autostart: the admin domain starts domain1
+        rec = _record(root)
+        admin_pid = int(json.loads((node.registry / "admin" / "state" / "state.json").read_text())["pid"])
+        for pid in (admin_pid, int(str(rec["pid"])), int(str(rec["app_pid"]))):
+            os.kill(pid, signal.SIGKILL)
+        assert wait_for(lambda: not tagged_under(root / "domain1"), timeout=30)
+    node.run("start", "admin", check=True)
+    pid = int(str(_record(root)["pid"]))
+    os.kill(pid, signal.SIGKILL)  # a real crash: within the budget
+    assert wait_for(lambda: _serving_again(root, pid), timeout=90), admin_log.read_text()[-2000:]
+    text = admin_log.read_text()
+    assert f"master (pid {pid}) died: killed by SIGKILL" in text and "restarted (restart 1 of 2)" in text, text
+    assert text.count(" died") == 1, text  # the failovers' stale records are no crash
+    node.run("stop", "admin", check=True)
+    assert not tagged_under(workdir)
+
+
 def test_killed_domain_is_not_restarted(node: Node, workdir: Path) -> None:
     """Fencing (``kill``) records the domain stopped first: the admin domain must not undo it."""
     root = workdir / "data1" / "domains"

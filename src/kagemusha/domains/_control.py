@@ -880,6 +880,7 @@ def restart_crashed(
     *,
     wait: float = DEFAULT_START_WAIT,
     spawned: list[subprocess.Popen[bytes]] | None = None,
+    before_start: Callable[[], None] = lambda: None,
 ) -> bool:
     """Restart a domain whose master died while it was meant to run (the admin domain's duty).
 
@@ -902,6 +903,7 @@ def restart_crashed(
         record = read_record(layout.state_file)
         if master_alive(record, layout.dir) is not None:
             return False
+        before_start()  # the restart is made: the caller counts it
         kill_all(layout.dir, record)
         write_state(layout.state_file, "not running", detail=record.detail)
         _start_locked(layout, props, layout.name, wait, spawned)

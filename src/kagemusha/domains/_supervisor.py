@@ -141,6 +141,8 @@ class Supervisor:
     def supervise_once(self) -> None:
         """One look at every domain meant to run: restart the crashed ones, within their limits."""
         self.reap()
+        if self.state == "starting":
+            return  # NB: autostart is starting the domains meant to run; a stale record is not a crash
         now = time.monotonic()
         for layout in self.reg.domains():
             key = str(layout.dir)
@@ -195,9 +197,15 @@ class Supervisor:
         props = _stored_props(layout)
         history = self._history(layout, props.restart_window)
         history.append({"at": time.time()})
-        write_json_atomic(layout.state / RESTARTS_FILE, history)
+
+        def count() -> None:
+            # NB: only a restart made (or tried and failed) counts: one found unnecessary (started by
+            # someone else meanwhile, e.g. this admin domain's autostart after a failover) would use
+            # up the budget, and a real crash after a few failovers would be "past the limit".
+            write_json_atomic(layout.state / RESTARTS_FILE, history)
+
         try:
-            restarted = restart_crashed(layout, spawned=self.spawned)
+            restarted = restart_crashed(layout, spawned=self.spawned, before_start=count)
         except KagemushaError as exc:
             log.error("domain=%s restart %d failed: %s", layout.name, len(history), exc)
             return  # its state says why; the next look counts it as a death again
