@@ -718,7 +718,12 @@ class Campaign:
 
         for pid in self.h.pids(node):
             with contextlib.suppress(psutil.Error):
-                if psutil.Process(pid).environ().get("KAGEMUSHA_AGENT_CHILD") == "1":
+                p = psutil.Process(pid)
+                # NB: the command line too: before the agent stopped passing its marker on, a domain
+                # started by start.sh carried it, and once pids wrapped it came first (agent-hang
+                # then SIGSTOPped the admin domain).
+                argv = p.cmdline()
+                if p.environ().get("KAGEMUSHA_AGENT_CHILD") == "1" and "agent" in argv and "--node" in argv:
                     return pid
         return None
 

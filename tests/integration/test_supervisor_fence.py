@@ -85,3 +85,17 @@ def test_leftovers_are_fenced_when_the_agent_refuses_its_config(make_cluster) ->
     while _alive(svc):
         assert time.monotonic() < deadline, "the leftover service survived an agent that exited 2"
         time.sleep(0.05)
+
+
+def test_the_agent_marker_does_not_reach_scripts_or_their_services(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """Regression: ``KAGEMUSHA_AGENT_CHILD`` (how the supervisor's child knows it is the agent) leaked
+    into the scripts' environment and so into every service they start; the fault campaign took a
+    domain started by start.sh for the agent and SIGSTOPped it (runs failed once pids wrapped)."""
+    from kagemusha._supervisor import CHILD_ENV
+
+    c: LocalCluster = make_cluster(nodes=("n1",))
+    c.start("n1")
+    c.wait_group("webotx1", "online", "n1")
+    svc = int((c.dir / "svc" / "webotx1.n1.pid").read_text())
+    assert CHILD_ENV not in psutil.Process(svc).environ()
+    assert psutil.Process(c.agent_pid("n1")).environ().get(CHILD_ENV) == "1"  # the agent itself has it

@@ -31,6 +31,10 @@ def agent(
 
     if not no_supervisor and not os.environ.get(CHILD_ENV):
         raise typer.Exit(supervise(cfg, node, child_argv(str(cfg.source), node, apply)))
+    # NB: the marker is for this process only: the scripts, domains and services the agent starts
+    # must not inherit it (a `kagemusha agent` in a script would skip its supervisor, and tools that
+    # look for the agent by it would find a domain instead).
+    os.environ.pop(CHILD_ENV, None)
     setup_logging(node=node)
     try:
         code = asyncio.run(Agent(cfg, node, apply_config=apply).run())
