@@ -8,11 +8,12 @@ are all down can still be shown.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+from kagemusha.cli._common import err, fail, get_config, out, print_json, run
 
-from kagemusha.cli._common import ConfigOpt, JsonOpt, err, fail, get_config, out, print_json, run
+if TYPE_CHECKING:
+    import typer
 
 _STYLE = {"up": "green", "down": "red", "online": "green", "offline": "dim", "starting": "yellow",
           "stopping": "yellow", "failed": "bold red"}
@@ -80,12 +81,8 @@ def _read(cfg: Any, events: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return run(go)
 
 
-def status(
-    config: str = ConfigOpt,
-    as_json: bool = JsonOpt,
-    events: int = typer.Option(0, "--events", "-e", min=0, max=500, help="also show the last N events"),
-) -> None:
-    """Show nodes, groups, resources and monitors (and, with --events N, the event log)."""
+def show(config: str | None, as_json: bool, events: int) -> None:
+    """The body of ``kagemusha status`` (typer-free: the fast path in ``_fast`` calls it too)."""
     cfg = get_config(config, client=True)
     st, evs = _read(cfg, events)
     if as_json:
@@ -97,4 +94,19 @@ def status(
 
 
 def register(root: typer.Typer) -> None:
+    # NB: the typer declaration is made here, not at import: `kagemusha status` on the fast path
+    # (cli/_fast.py) imports this module without typer. Its options are mirrored in _fast.COMMANDS
+    # (tests/cli/test_fast.py checks that the two agree).
+    import typer
+
+    from kagemusha.cli._common import ConfigOpt, JsonOpt
+
+    def status(
+        config: str = ConfigOpt,
+        as_json: bool = JsonOpt,
+        events: int = typer.Option(0, "--events", "-e", min=0, max=500, help="also show the last N events"),
+    ) -> None:
+        """Show nodes, groups, resources and monitors (and, with --events N, the event log)."""
+        show(config, as_json, events)
+
     root.command("status")(status)
