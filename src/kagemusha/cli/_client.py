@@ -14,11 +14,12 @@ from __future__ import annotations
 import getpass
 import http.client
 import json
+import re
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self, TypeVar
 
 from kagemusha.errors import ApiError
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from kagemusha.config import Config
     from kagemusha.control import ClusterControl
 
-__all__ = ["ApiClient", "HttpError", "api_call", "through", "uses_api"]
+__all__ = ["ApiClient", "ApiConfig", "HttpError", "api_call", "client_config", "through", "uses_api"]
 
 T = TypeVar("T")
 
@@ -63,12 +64,100 @@ class _NotSent(Exception):
     """The request could not be sent (no connection): the next node may be asked."""
 
 
-def uses_api(config: Config) -> bool:
+class _NodeAddress(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def address(self) -> str: ...
+
+
+class _ApiSettings(Protocol):
+    @property
+    def api_token_file(self) -> str | None: ...
+
+    @property
+    def tls_cert_file(self) -> str | None: ...
+
+
+class ApiConfig(Protocol):
+    """What the API client reads of a config: a full ``Config`` or a ``client_config``."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def cluster(self) -> _ApiSettings: ...
+
+    @property
+    def nodes(self) -> Sequence[_NodeAddress]: ...
+
+
+class _Node(NamedTuple):
+    name: str
+    address: str
+
+
+class _Cluster(NamedTuple):
+    api_token_file: str | None
+    tls_cert_file: str | None
+
+
+class _ClientConfig(NamedTuple):
+    source: str
+    cluster: _Cluster
+    nodes: tuple[_Node, ...]
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # the schema's NAME_RE
+
+
+def client_config(path: str) -> ApiConfig | None:
+    """The nodes' API addresses and the token of ``cluster.toml``, read without the config schema.
+
+    Why: the schema (pydantic) costs more CPU to import and build than a whole ``status --json``
+    through the API may take (issue 12: <= 0.25 s). A client of the API needs the nodes' names
+    and addresses, the token file and the TLS certificate; the agents validate the rest of the
+    cluster's config. Each of those keys is checked as the schema checks it (``NodeSpec.name``,
+    ``NodeSpec.address``: "host:port" with a port 1-65535; strings for the files); anything not
+    plainly valid, an unreadable file, bad TOML, or no ``cluster.api_token_file`` gives ``None``,
+    and the caller loads the full config (``_common.get_config``), which names every error.
+    """
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.loads(fh.read().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    cluster, nodes = data.get("cluster"), data.get("nodes")
+    if not isinstance(cluster, dict) or not isinstance(nodes, list) or not nodes:
+        return None
+    token, cert = cluster.get("api_token_file"), cluster.get("tls_cert_file")
+    if not isinstance(token, str) or not (cert is None or isinstance(cert, str)):
+        return None
+    out: list[_Node] = []
+    for n in nodes:
+        if not isinstance(n, dict):
+            return None
+        name, address = n.get("name"), n.get("address")
+        if not isinstance(name, str) or not _NAME.fullmatch(name) or not isinstance(address, str):
+            return None
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            return None
+        out.append(_Node(name, address))
+    if len({n.name for n in out}) != len(out):
+        return None
+    return _ClientConfig(path, _Cluster(token, cert), tuple(out))
+
+
+def uses_api(config: ApiConfig) -> bool:
     """True when the cluster has an API token: the CLI then goes through the agents' API."""
     return config.cluster.api_token_file is not None
 
 
-def _resolve(config: Config, value: str) -> Path:
+def _resolve(config: ApiConfig, value: str) -> Path:
     p = Path(value)
     return p if p.is_absolute() or not config.source else Path(config.source).resolve().parent / p
 
@@ -104,7 +193,7 @@ class ApiClient:
         ApiError: the token file cannot be read (at construction).
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: ApiConfig) -> None:
         if config.cluster.api_token_file is None:
             raise ApiError("cluster.api_token_file is not set: the CLI cannot use the API")
         self.config = config

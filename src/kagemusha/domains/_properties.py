@@ -165,9 +165,36 @@ def port_keys(raw: Mapping[str, str]) -> list[str]:
     return [k for k, v in raw.items() if is_port_key(k, v)]
 
 
-def _read(path: Path) -> tuple[dict[str, str], str]:
-    import javaproperties
+_EOL = re.compile(r"\r\n|\r|\n")  # Java's line ends only (str.splitlines splits on more)
+_SEPARATOR = re.compile(r"([ \t\f]*[=:]|[ \t\f])[ \t\f]*")  # javaproperties' SEPARATOR_RGX without escapes
 
+
+def parse_plain(text: str) -> dict[str, str] | None:
+    """``text`` parsed as Java properties when it has no backslash (no escape, no continued line); else None.
+
+    Why: ``import javaproperties`` imports its XML support too (xml.sax, urllib, http.client,
+    ssl, email), tens of milliseconds on every domain start (CLI and application server).
+    Without a backslash a properties file is lines of ``key``, separator, ``value`` (Java's
+    rules: leading blanks dropped, ``#``/``!`` comments, the key ends at the first blank, ``=``
+    or ``:``, the value keeps its trailing blanks, a later key wins), which this reads exactly as
+    ``javaproperties.loads`` does (``tests/domains/test_properties_plain.py`` compares the two).
+    """
+    if "\\" in text:
+        return None
+    out: dict[str, str] = {}
+    for line in _EOL.split(text):
+        line = line.lstrip(" \t\f")
+        if not line or line[0] in "#!":
+            continue
+        m = _SEPARATOR.search(line)
+        if m:
+            out[line[: m.start(1)]] = line[m.end() :]
+        else:
+            out[line] = ""
+    return out
+
+
+def _read(path: Path) -> tuple[dict[str, str], str]:
     try:
         with open(
             path, encoding="latin-1"
@@ -175,6 +202,11 @@ def _read(path: Path) -> tuple[dict[str, str], str]:
             text = fh.read()
     except OSError as exc:
         raise ConfigError([(str(path), f"cannot read properties file: {exc.strerror or exc}")]) from exc
+    plain = parse_plain(text)
+    if plain is not None:
+        return plain, text
+    import javaproperties
+
     try:
         return dict(javaproperties.loads(text)), text
     except Exception as exc:  # javaproperties raises ValueError subclasses on bad escapes
