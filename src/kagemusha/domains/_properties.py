@@ -166,31 +166,41 @@ def port_keys(raw: Mapping[str, str]) -> list[str]:
 
 
 _EOL = re.compile(r"\r\n|\r|\n")  # Java's line ends only (str.splitlines splits on more)
-_SEPARATOR = re.compile(r"([ \t\f]*[=:]|[ \t\f])[ \t\f]*")  # javaproperties' SEPARATOR_RGX without escapes
+# javaproperties' own rules (reading.py): a separator not escaped, a line continued by an odd backslash
+_SEPARATOR = re.compile(r"(?<!\\)(?:\\\\)*([ \t\f]*[=:]|[ \t\f])[ \t\f]*")
+_CONTINUED = re.compile(r"(?<!\\)(?:\\\\)*\\\Z")
+_ESCAPE = re.compile(r"\\(.)")
+_UNESCAPES = {"t": "\t", "n": "\n", "f": "\f", "r": "\r"}
+
+
+def _unescape(field: str) -> str:
+    return _ESCAPE.sub(lambda m: _UNESCAPES.get(m.group(1), m.group(1)), field) if "\\" in field else field
 
 
 def parse_plain(text: str) -> dict[str, str] | None:
-    """``text`` parsed as Java properties when it has no backslash (no escape, no continued line); else None.
+    """``text`` parsed as Java properties, or None when it has a ``\\u`` escape or a continued line.
 
     Why: ``import javaproperties`` imports its XML support too (xml.sax, urllib, http.client,
-    ssl, email), tens of milliseconds on every domain start (CLI and application server).
-    Without a backslash a properties file is lines of ``key``, separator, ``value`` (Java's
-    rules: leading blanks dropped, ``#``/``!`` comments, the key ends at the first blank, ``=``
-    or ``:``, the value keeps its trailing blanks, a later key wins), which this reads exactly as
-    ``javaproperties.loads`` does (``tests/domains/test_properties_plain.py`` compares the two).
+    ssl, email), tens of milliseconds on every domain start (CLI and application server). A
+    properties file without ``\\uXXXX`` escapes and continued lines is lines of ``key``,
+    separator, ``value`` (Java's rules: leading blanks dropped, ``#``/``!`` comments, the key
+    ends at the first unescaped blank, ``=`` or ``:``, the value keeps its trailing blanks,
+    ``\\t \\n \\f \\r`` escapes and ``\\c`` for any other ``c``, a later key wins), which this reads
+    exactly as ``javaproperties.loads`` does (``tests/domains/test_properties_plain.py`` compares
+    the two on generated files). The rest is left to javaproperties.
     """
-    if "\\" in text:
+    if "\\u" in text:
         return None
     out: dict[str, str] = {}
     for line in _EOL.split(text):
         line = line.lstrip(" \t\f")
         if not line or line[0] in "#!":
             continue
+        if _CONTINUED.search(line):
+            return None
         m = _SEPARATOR.search(line)
-        if m:
-            out[line[: m.start(1)]] = line[m.end() :]
-        else:
-            out[line] = ""
+        key, value = (line[: m.start(1)], line[m.end() :]) if m else (line, "")
+        out[_unescape(key)] = _unescape(value)
     return out
 
 
