@@ -938,10 +938,14 @@ def _start_locked(
         return DomainState.RUNNING
     if layout.read_hash() is None:
         raise DomainError(f"domain {name} has no admin password hash ({layout.password_hash})")
-    # -- data sources (issue 13 item 3): a bad password file fails the start at once, the key named
-    from kagemusha.domains._datasource import check_password_files, parse_datasources
+    # -- data sources (issue 13 item 3): a bad password file fails the start at once, the key named.
+    # NB: only keys under "datasource." are data sources; without one, the module (and asyncio with
+    # it) is not imported on the start path (issue 12).
+    if any(k.startswith("datasource.") for k in props.raw):
+        from kagemusha.domains._datasource import check_password_files, parse_datasources
 
-    check_password_files(parse_datasources(props.raw, source=str(layout.properties)), source=str(layout.properties))
+        sources = parse_datasources(props.raw, source=str(layout.properties))
+        check_password_files(sources, source=str(layout.properties))
     pw = _run_user(props)
     layout.make()
     tls = _prepare_https(layout, props)
