@@ -11,12 +11,8 @@ system's CAs.
 
 from __future__ import annotations
 
-import getpass
-import http.client
 import json
 import re
-import socket
-import ssl
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self, TypeVar
@@ -24,6 +20,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self, TypeVar
 from kagemusha.errors import ApiError
 
 if TYPE_CHECKING:
+    import http.client
+    import ssl
+
     from kagemusha.config import Config
     from kagemusha.control import ClusterControl
 
@@ -194,6 +193,12 @@ class ApiClient:
     """
 
     def __init__(self, config: ApiConfig) -> None:
+        # NB: imported here, not at the top: `status` without a token reads only client_config of
+        # this module and goes to the store (http.client with ssl and email costs ~20 ms).
+        import getpass
+        import socket
+        import ssl
+
         if config.cluster.api_token_file is None:
             raise ApiError("cluster.api_token_file is not set: the CLI cannot use the API")
         self.config = config
@@ -276,6 +281,8 @@ class ApiClient:
         raise ApiError(f"no agent API answered ({'; '.join(tried)})")
 
     def _connect(self, address: str) -> http.client.HTTPConnection:
+        import http.client
+
         if self._tls is not None:
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
                 address, timeout=CONNECT_TIMEOUT, context=self._tls)
@@ -291,6 +298,8 @@ class ApiClient:
     def _send(self, method: str, address: str, path: str, body: dict[str, Any] | None, read_timeout: float,
               node: str, base: str, tried: list[str]) -> _Response | None:
         """One request; ``None`` (and a note in ``tried``) when it could not be sent."""
+        import http.client
+
         try:
             conn = self._connect(address)
         except _NotSent as exc:
@@ -318,6 +327,9 @@ class ApiClient:
 
 
 def _why(exc: BaseException) -> str:
+    import socket
+    import ssl
+
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, TimeoutError | socket.timeout):
