@@ -142,7 +142,8 @@ def test_domain_start_imports_no_typer_nor_what_the_domain_does_not_use(tmp_path
         r, mods = imported("domain", "start", "d1", "--timeout", "60")
         assert r.returncode == 0 and "Domain d1 started." in r.stdout, r.stderr
         assert loaded(mods, (*HEAVY, "rich", "typer", "click", "pydantic", "kagemusha.config", "javaproperties",
-                             "kagemusha.domains._datasource", "asyncio", "argon2", "psycopg", "cryptography")) == []
+                             "kagemusha.domains._datasource", "asyncio", "argon2", "psycopg", "cryptography",
+                             "psutil")) == []
         r, mods = imported("domain", "stop", "d1", "--wait_timeout", "30")
         assert r.returncode == 0 and "Domain d1 stopped." in r.stdout, r.stderr
         assert loaded(mods, ("typer", "pydantic", "javaproperties")) == []

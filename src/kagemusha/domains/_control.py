@@ -21,8 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-
-import psutil
+from typing import TYPE_CHECKING
 
 from kagemusha.domains._layout import (
     ADMIN_DOMAIN,
@@ -67,6 +66,9 @@ from kagemusha.domains._properties import (
     url_host,
 )
 from kagemusha.errors import ConfigError, DomainError
+
+if TYPE_CHECKING:
+    import psutil  # NB: imported where used: a start after a clean stop never needs it (issue 12)
 
 __all__ = [
     "DomainHealth",
@@ -1075,6 +1077,8 @@ def _stop_layout(layout: DomainLayout, what: str, *, force: bool, wait_timeout: 
 
 
 def _alive(proc: psutil.Process) -> bool:
+    import psutil
+
     try:
         return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
@@ -1136,6 +1140,8 @@ def kill_domain(
 
 
 def _tag_of(proc: psutil.Process) -> str:
+    import psutil
+
     try:
         return str(proc.environ().get(ENV_TAG, ""))
     except psutil.Error:
