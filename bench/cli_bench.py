@@ -53,8 +53,16 @@ def timed(argv: list[str], runs: int) -> tuple[list[float], list[float]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=20, help="runs per command (default 20)")
+    ap.add_argument("--results-dir", type=Path, default=None,
+                    help="write cli.json here instead of bench/results (a trial run)")
     args = ap.parse_args()
+    if args.results_dir is not None:
+        _results.RESULTS = args.results_dir
     code = _results.commit()  # the code that runs, before the checkout can move on
+    # NB: an installed package has its bytecode cached; with PYTHONDONTWRITEBYTECODE inherited (as in
+    # some shells) every run would compile kagemusha's modules from source, tens of ms each: the
+    # warm-up run writes the cache, as the first run after an install would.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     # SIGTERM (timeout, kill) ends the run through the finally blocks: no agent or etcd is left behind
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     k = [sys.executable, "-m", "kagemusha"]

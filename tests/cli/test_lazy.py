@@ -67,10 +67,20 @@ def test_help_lists_each_command_with_its_own_help() -> None:
 
 
 def test_domain_list_imports_only_the_domain_command(tmp_path: Path) -> None:
+    """On the fast path (cli/_fast.py): no typer, no pydantic, no config, no domain code it does not run."""
     r, mods = imported("domain", "list", "--domaindir", str(tmp_path))
     assert r.returncode == 0, r.stderr
-    assert loaded(mods, (*HEAVY, "rich")) == []
-    assert loaded(mods, ("kagemusha.cli",)) == ["kagemusha.cli", "kagemusha.cli._app", "kagemusha.cli.domain"]
+    assert loaded(mods, (*HEAVY, "rich", "typer", "click", "pydantic", "kagemusha.config", "argon2", "cryptography",
+                         "psycopg", "javaproperties")) == []
+    assert loaded(mods, ("kagemusha.cli",)) == ["kagemusha.cli", "kagemusha.cli._app", "kagemusha.cli._domain_run",
+                                                "kagemusha.cli._fast"]
+
+
+def test_domain_list_with_a_typer_only_flag_goes_through_typer(tmp_path: Path) -> None:
+    """Anything the fast path does not take plainly (here --help) is typer's, as before."""
+    r, mods = imported("domain", "list", "--help")
+    assert r.returncode == 0 and "--domaindir" in r.stdout, r.stderr
+    assert "typer" in mods and "kagemusha.cli.domain" in mods
 
 
 def test_unknown_command_says_so() -> None:
@@ -92,7 +102,8 @@ def test_status_json_through_the_api_imports_no_agent_nor_drivers(cluster: Local
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["groups"][0]["state"] == "online"
     assert loaded(mods, (*HEAVY, "rich", "kagemusha.control", "kagemusha.resources", "kagemusha.monitors",
-                         "kagemusha.domains", "psutil", "asyncio")) == []
+                         "kagemusha.domains", "psutil", "asyncio", "typer", "click", "pydantic",
+                         "kagemusha.config")) == []
 
 
 def test_status_table_and_a_group_action_still_work(cluster: LocalCluster) -> None:
@@ -102,3 +113,40 @@ def test_status_table_and_a_group_action_still_work(cluster: LocalCluster) -> No
     assert r.returncode == 0 and "suspended" in r.stdout, r.stderr
     r = cluster.cli("monitor", "resume", "webotx1", "svcmon", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["name"] == "webotx1", r.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_domain_start_imports_no_typer_nor_what_the_domain_does_not_use(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kagemusha domain start` (the seed's start-domain, on the failover path): the CLI side imports no typer,
+    pydantic, config, javaproperties (a plain properties file) nor data-source code (a domain without one)."""
+    from kagemusha.domains import NodeRegistry, create_domain, deploy_app, kill_domain, stop_domain
+
+    hello = Path(__file__).resolve().parents[1] / "data" / "domains" / "hello"
+    reg = NodeRegistry(tmp_path / "registry")
+    props = tmp_path / "d1.properties"
+    props.write_text(f"domain.name=d1\ndomain.admin.user=admin\ndomain.admin.port={_free_port()}\n"
+                     f"domain.http.port={_free_port()}\nserver.corba-service.namesv.NameServicePort={_free_port()}\n")
+    create_domain("d1", props, domaindir=tmp_path / "domains", admin_password="pw-lazy-test", admin_port=_free_port(),
+                  registry=reg)
+    deploy_app("d1", "hello_asgi:app", path=hello, registry=reg)  # writes hello_asgi\:app (an escape)
+    monkeypatch.setenv("KAGEMUSHA_DOMAIN_REGISTRY", str(reg.path))
+    try:
+        r, mods = imported("domain", "start", "d1", "--timeout", "60")
+        assert r.returncode == 0 and "Domain d1 started." in r.stdout, r.stderr
+        assert loaded(mods, (*HEAVY, "rich", "typer", "click", "pydantic", "kagemusha.config", "javaproperties",
+                             "kagemusha.domains._datasource", "asyncio", "argon2", "psycopg", "cryptography",
+                             "psutil")) == []
+        r, mods = imported("domain", "stop", "d1", "--wait_timeout", "30")
+        assert r.returncode == 0 and "Domain d1 stopped." in r.stdout, r.stderr
+        assert loaded(mods, ("typer", "pydantic", "javaproperties")) == []
+    finally:
+        stop_domain("d1", force=True, wait_timeout=5, registry=reg)
+        kill_domain("d1", registry=reg)

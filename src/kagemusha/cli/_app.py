@@ -8,8 +8,10 @@ by ``kagemusha --help`` (a test checks that line matches the command's own help)
 
 Why a table: importing every subcommand (typer, rich, pydantic models, httpx,
 FastAPI, the agent) costs most of a second before anything happens.
-``kagemusha --help`` prints from the table without importing typer at all; any
-other invocation imports typer and only the module of the subcommand it names.
+``kagemusha --help`` prints from the table without importing typer at all; a plain
+invocation of ``status``, ``domain list``, ``domain start`` or ``domain stop`` runs
+without typer too (``_fast``); any other invocation imports typer and only the
+module of the subcommand it names.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ COMMANDS: dict[str, Command] = {
     "install-compat": Command("kagemusha.cli.compat", "Write PREFIX/bin/otxadmin, a launcher that maps the seed's "
                               "otxadmin commands onto kagemusha domain."),
 }
+
+
+#: First words with commands on the fast path (``cli/_fast.py``): a plain invocation runs without typer.
+FAST = frozenset({"status", "domain"})
 
 
 def _root() -> typer.Typer:
@@ -148,6 +154,20 @@ def main(argv: list[str] | None = None) -> None:
     if not args or args[0] == "--help":
         sys.stdout.write(root_help())
         sys.exit(0 if args else 2)  # no arguments: help and exit 2, as click's no_args_is_help does
+    if args[0] in FAST:
+        from kagemusha.cli._fast import match
+
+        fast = match(args)
+        if fast is not None:  # a plain invocation of a hot command: no typer (see cli/_fast.py)
+            try:
+                fast()
+            except KeyboardInterrupt:
+                print(f"{NAME}: interrupted", file=sys.stderr)
+                sys.exit(130)
+            except KagemushaError as exc:
+                print(f"{NAME}: {exc}", file=sys.stderr)
+                sys.exit(1)
+            sys.exit(0)
     if args[0] in COMMANDS:
         app: Any = build_app([args[0]], args[1] if len(args) > 1 else None)
     else:  # unknown: let typer say so

@@ -11,22 +11,22 @@ system's CAs.
 
 from __future__ import annotations
 
-import getpass
-import http.client
 import json
-import socket
-import ssl
-from collections.abc import Awaitable, Callable, Iterator
+import re
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self, TypeVar
 
 from kagemusha.errors import ApiError
 
 if TYPE_CHECKING:
+    import http.client
+    import ssl
+
     from kagemusha.config import Config
     from kagemusha.control import ClusterControl
 
-__all__ = ["ApiClient", "HttpError", "api_call", "through", "uses_api"]
+__all__ = ["ApiClient", "ApiConfig", "HttpError", "api_call", "client_config", "through", "uses_api"]
 
 T = TypeVar("T")
 
@@ -63,12 +63,100 @@ class _NotSent(Exception):
     """The request could not be sent (no connection): the next node may be asked."""
 
 
-def uses_api(config: Config) -> bool:
+class _NodeAddress(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def address(self) -> str: ...
+
+
+class _ApiSettings(Protocol):
+    @property
+    def api_token_file(self) -> str | None: ...
+
+    @property
+    def tls_cert_file(self) -> str | None: ...
+
+
+class ApiConfig(Protocol):
+    """What the API client reads of a config: a full ``Config`` or a ``client_config``."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def cluster(self) -> _ApiSettings: ...
+
+    @property
+    def nodes(self) -> Sequence[_NodeAddress]: ...
+
+
+class _Node(NamedTuple):
+    name: str
+    address: str
+
+
+class _Cluster(NamedTuple):
+    api_token_file: str | None
+    tls_cert_file: str | None
+
+
+class _ClientConfig(NamedTuple):
+    source: str
+    cluster: _Cluster
+    nodes: tuple[_Node, ...]
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # the schema's NAME_RE
+
+
+def client_config(path: str) -> ApiConfig | None:
+    """The nodes' API addresses and the token of ``cluster.toml``, read without the config schema.
+
+    Why: the schema (pydantic) costs more CPU to import and build than a whole ``status --json``
+    through the API may take (issue 12: <= 0.25 s). A client of the API needs the nodes' names
+    and addresses, the token file and the TLS certificate; the agents validate the rest of the
+    cluster's config. Each of those keys is checked as the schema checks it (``NodeSpec.name``,
+    ``NodeSpec.address``: "host:port" with a port 1-65535; strings for the files); anything not
+    plainly valid, an unreadable file, bad TOML, or no ``cluster.api_token_file`` gives ``None``,
+    and the caller loads the full config (``_common.get_config``), which names every error.
+    """
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.loads(fh.read().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    cluster, nodes = data.get("cluster"), data.get("nodes")
+    if not isinstance(cluster, dict) or not isinstance(nodes, list) or not nodes:
+        return None
+    token, cert = cluster.get("api_token_file"), cluster.get("tls_cert_file")
+    if not isinstance(token, str) or not (cert is None or isinstance(cert, str)):
+        return None
+    out: list[_Node] = []
+    for n in nodes:
+        if not isinstance(n, dict):
+            return None
+        name, address = n.get("name"), n.get("address")
+        if not isinstance(name, str) or not _NAME.fullmatch(name) or not isinstance(address, str):
+            return None
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            return None
+        out.append(_Node(name, address))
+    if len({n.name for n in out}) != len(out):
+        return None
+    return _ClientConfig(path, _Cluster(token, cert), tuple(out))
+
+
+def uses_api(config: ApiConfig) -> bool:
     """True when the cluster has an API token: the CLI then goes through the agents' API."""
     return config.cluster.api_token_file is not None
 
 
-def _resolve(config: Config, value: str) -> Path:
+def _resolve(config: ApiConfig, value: str) -> Path:
     p = Path(value)
     return p if p.is_absolute() or not config.source else Path(config.source).resolve().parent / p
 
@@ -104,7 +192,13 @@ class ApiClient:
         ApiError: the token file cannot be read (at construction).
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: ApiConfig) -> None:
+        # NB: imported here, not at the top: `status` without a token reads only client_config of
+        # this module and goes to the store (http.client with ssl and email costs ~20 ms).
+        import getpass
+        import socket
+        import ssl
+
         if config.cluster.api_token_file is None:
             raise ApiError("cluster.api_token_file is not set: the CLI cannot use the API")
         self.config = config
@@ -187,6 +281,8 @@ class ApiClient:
         raise ApiError(f"no agent API answered ({'; '.join(tried)})")
 
     def _connect(self, address: str) -> http.client.HTTPConnection:
+        import http.client
+
         if self._tls is not None:
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
                 address, timeout=CONNECT_TIMEOUT, context=self._tls)
@@ -202,6 +298,8 @@ class ApiClient:
     def _send(self, method: str, address: str, path: str, body: dict[str, Any] | None, read_timeout: float,
               node: str, base: str, tried: list[str]) -> _Response | None:
         """One request; ``None`` (and a note in ``tried``) when it could not be sent."""
+        import http.client
+
         try:
             conn = self._connect(address)
         except _NotSent as exc:
@@ -229,6 +327,9 @@ class ApiClient:
 
 
 def _why(exc: BaseException) -> str:
+    import socket
+    import ssl
+
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, TimeoutError | socket.timeout):

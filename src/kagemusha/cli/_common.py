@@ -1,4 +1,10 @@
-"""Shared CLI plumbing: config loading with exit 2, async runner, error mapping, JSON/table output."""
+"""Shared CLI plumbing: config loading with exit 2, async runner, error mapping, JSON/table output.
+
+Typer-free (issue 12): the fast path (``_fast``) runs the hot commands with these helpers and
+without importing typer. Failures exit with ``SystemExit``, which typer lets through unchanged
+(the same exit code as ``typer.Exit``). The typer option declarations shared by several commands
+(``ConfigOpt``, ``JsonOpt``, ``WaitOpt``) are made on first access (PEP 562).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,6 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
-
-import typer
 
 from kagemusha.errors import ConfigError, KagemushaError, StoreUnavailable
 
@@ -55,16 +59,29 @@ class LazyConsole:
 err = LazyConsole(stderr=True)
 out = LazyConsole()
 
-ConfigOpt = typer.Option(
-    None, "--config", "-c", help=f"cluster.toml (default: $KAGEMUSHA_CONFIG or {DEFAULT_CONFIG})", show_default=False
-)
-JsonOpt = typer.Option(False, "--json", help="print JSON instead of a table")
-WaitOpt = typer.Option(120.0, "--wait", min=0, help="seconds to wait for the action to complete")
+
+
+def __getattr__(name: str) -> Any:
+    """The shared typer options, made (and typer imported) only by the commands that declare them."""
+    if name not in ("ConfigOpt", "JsonOpt", "WaitOpt"):  # NB: `from ... import` asks for __path__ first
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import typer
+
+    if name == "ConfigOpt":
+        value = typer.Option(None, "--config", "-c", help=f"cluster.toml (default: $KAGEMUSHA_CONFIG or {DEFAULT_CONFIG})",
+                             show_default=False)
+    elif name == "JsonOpt":
+        value = typer.Option(False, "--json", help="print JSON instead of a table")
+    else:
+        value = typer.Option(120.0, "--wait", min=0, help="seconds to wait for the action to complete")
+    globals()[name] = value
+    return value
 
 
 def fail(msg: str, code: int = 1) -> NoReturn:
+    """One line ``kagemusha: MSG`` on stderr, then exit ``code``."""
     err.print(f"kagemusha: {msg}", markup=False)
-    raise typer.Exit(code)
+    raise SystemExit(code)
 
 
 def print_config_errors(exc: ConfigError) -> None:
@@ -85,7 +102,7 @@ def get_config(path: str | None, *, client: bool = False) -> Config:
         return load_config(config_path(path), check_drivers=not client)
     except ConfigError as exc:
         print_config_errors(exc)
-        raise typer.Exit(2) from None
+        raise SystemExit(2) from None
 
 
 def run(fn: Callable[[], Awaitable[T]]) -> T:

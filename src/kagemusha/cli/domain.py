@@ -10,7 +10,6 @@ The seed's verbs are accepted too (``create-domain``, ``delete-domain``, ``start
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from typer.exceptions import TyperException
 
-from kagemusha.errors import ConfigError, KagemushaError
+from kagemusha.cli._domain_run import failure_lines, print_failure
 
 app = typer.Typer(
     help="Application-server domains (WebOTX otxadmin commands).",
@@ -43,28 +42,19 @@ def _fail(message: str) -> None:
 
 
 def _handled(fn: F) -> F:
-    """Failures become one line on stderr and exit 1; never a traceback."""
+    """Failures become one line on stderr and exit 1; never a traceback (see ``_domain_run.failure_lines``)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except ConfigError as exc:
-            for loc, msg in exc.errors:
-                _fail(f"{loc}: {msg}" if loc else msg)
-            raise typer.Exit(1) from None
-        except KagemushaError as exc:
-            _fail(str(exc))
-            raise typer.Exit(1) from None
-        except OSError as exc:
-            _fail(f"{str(exc.filename) + ': ' if exc.filename else ''}{exc.strerror or exc}")
-            raise typer.Exit(1) from None
         except (typer.Exit, typer.Abort, TyperException):
             raise
         except Exception as exc:
-            if os.environ.get("KAGEMUSHA_DEBUG"):
+            lines = failure_lines(exc)
+            if lines is None:
                 raise
-            _fail(f"internal error: {exc.__class__.__name__}: {exc} (set KAGEMUSHA_DEBUG=1 for a traceback)")
+            print_failure(lines)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -137,12 +127,11 @@ def start(
     ] = 120.0,
 ) -> None:
     """Start a domain; returns once its application answers (otxadmin start-domain)."""
-    from kagemusha.domains import start_domain
+    from kagemusha.cli import _domain_run
 
     if adminonly and name != "admin":
         raise typer.BadParameter("--adminonly applies to the admin domain only")
-    start_domain(name, domaindir, wait=timeout, adminonly=adminonly)
-    print(f"Domain {name} started.")
+    _domain_run.start(name, domaindir, adminonly=adminonly, timeout=timeout)
 
 
 @_command("stop", "stop-domain")
@@ -163,21 +152,17 @@ def stop(
     ] = 300.0,
 ) -> None:
     """Stop a domain gracefully; with --force kill it after --wait_timeout (otxadmin stop-domain)."""
-    from kagemusha.domains import stop_domain
+    from kagemusha.cli import _domain_run
 
-    stop_domain(name, domaindir, force=force, wait_timeout=wait_timeout)
-    print(f"Domain {name} stopped.")
+    _domain_run.stop(name, domaindir, force=force, wait_timeout=wait_timeout)
 
 
 @_command("list", "list-domains")
 def list_(domaindir: DomainDir = None) -> None:
     """List the domains and their states (otxadmin list-domains)."""
-    from kagemusha.domains import list_domains
+    from kagemusha.cli import _domain_run
 
-    infos = list_domains(domaindir)
-    print(f"List of domains{f' in {domaindir}' if domaindir else ''}:")
-    for info in infos:
-        print(f"{info.name} {info.state}")
+    _domain_run.list_domains(domaindir)
 
 
 @_command("kill")

@@ -8,11 +8,12 @@ are all down can still be shown.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+from kagemusha.cli._common import config_path, err, fail, get_config, out, print_json, run
 
-from kagemusha.cli._common import ConfigOpt, JsonOpt, err, fail, get_config, out, print_json, run
+if TYPE_CHECKING:
+    import typer
 
 _STYLE = {"up": "green", "down": "red", "online": "green", "offline": "dim", "starting": "yellow",
           "stopping": "yellow", "failed": "bold red"}
@@ -56,13 +57,21 @@ def render_events(events: list[dict[str, Any]]) -> None:
     out.print(t)
 
 
-def _read(cfg: Any, events: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    from kagemusha.cli._client import ApiClient, HttpError, uses_api
+def _read(config: str | None, events: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The status (and events) through the API when the cluster has a token, else from the store.
+
+    With a token, the API is asked with only the config's client keys read (``client_config``):
+    the full config (pydantic schema) is loaded only when the file is not plainly valid for
+    them (it then names every error, exit 2) or when no agent answers (to read the store).
+    """
+    from kagemusha.cli._client import ApiClient, HttpError, client_config, uses_api
     from kagemusha.errors import ApiError
 
-    if uses_api(cfg):
+    light = client_config(config_path(config))
+    api_cfg = light if light is not None else get_config(config, client=True)
+    if uses_api(api_cfg):
         try:
-            with ApiClient(cfg) as api:
+            with ApiClient(api_cfg) as api:
                 st = api.get("/cluster")
                 evs = api.get(f"/events?limit={events}")["events"] if events else []
                 return st, evs
@@ -73,6 +82,8 @@ def _read(cfg: Any, events: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
     from kagemusha.control import ClusterControl
 
+    cfg = get_config(config, client=True)
+
     async def go() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         async with ClusterControl.open(cfg) as ctl:
             return await ctl.status(), (await ctl.events(events) if events else [])
@@ -80,14 +91,9 @@ def _read(cfg: Any, events: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return run(go)
 
 
-def status(
-    config: str = ConfigOpt,
-    as_json: bool = JsonOpt,
-    events: int = typer.Option(0, "--events", "-e", min=0, max=500, help="also show the last N events"),
-) -> None:
-    """Show nodes, groups, resources and monitors (and, with --events N, the event log)."""
-    cfg = get_config(config, client=True)
-    st, evs = _read(cfg, events)
+def show(config: str | None, as_json: bool, events: int) -> None:
+    """The body of ``kagemusha status`` (typer-free: the fast path in ``_fast`` calls it too)."""
+    st, evs = _read(config, events)
     if as_json:
         print_json({**st, "events": evs} if events else st)
     else:
@@ -97,4 +103,19 @@ def status(
 
 
 def register(root: typer.Typer) -> None:
+    # NB: the typer declaration is made here, not at import: `kagemusha status` on the fast path
+    # (cli/_fast.py) imports this module without typer. Its options are mirrored in _fast.COMMANDS
+    # (tests/cli/test_fast.py checks that the two agree).
+    import typer
+
+    from kagemusha.cli._common import ConfigOpt, JsonOpt
+
+    def status(
+        config: str = ConfigOpt,
+        as_json: bool = JsonOpt,
+        events: int = typer.Option(0, "--events", "-e", min=0, max=500, help="also show the last N events"),
+    ) -> None:
+        """Show nodes, groups, resources and monitors (and, with --events N, the event log)."""
+        show(config, as_json, events)
+
     root.command("status")(status)

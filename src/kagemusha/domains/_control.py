@@ -21,8 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-
-import psutil
+from typing import TYPE_CHECKING
 
 from kagemusha.domains._layout import (
     ADMIN_DOMAIN,
@@ -67,6 +66,9 @@ from kagemusha.domains._properties import (
     url_host,
 )
 from kagemusha.errors import ConfigError, DomainError
+
+if TYPE_CHECKING:
+    import psutil  # NB: imported where used: a start after a clean stop never needs it (issue 12)
 
 __all__ = [
     "DomainHealth",
@@ -721,18 +723,15 @@ def _wait_started(
 
 def _port_answers(port: int, *, host: str = "127.0.0.1", timeout: float = 2.0, tls: bool = False) -> bool:
     """Whether an HTTP(S) server on ``host:port`` answers a request (any status counts)."""
+    if not tls:
+        return _http_answers(port, host=host, timeout=timeout)
     import http.client
+    import ssl
 
-    conn: http.client.HTTPConnection
-    if tls:
-        import ssl
-
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE  # NB: liveness of our own server, not its identity
-        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
-    else:
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # NB: liveness of our own server, not its identity
+    conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
     try:
         conn.request("GET", "/", headers={"Connection": "close"})
         conn.getresponse().read()
@@ -741,6 +740,34 @@ def _port_answers(port: int, *, host: str = "127.0.0.1", timeout: float = 2.0, t
         return False
     finally:
         conn.close()
+
+
+def _http_answers(port: int, *, host: str, timeout: float) -> bool:
+    """Plain HTTP: a ``GET /`` answered with an HTTP status line.
+
+    NB: a socket, not http.client: importing http.client (with email and ssl) costs ~20 ms of CPU
+    on the path of every ``domain start``, which probes the app once it said it serves (issue 12).
+    The answer is read to its end (``Connection: close``; at most 64 KiB or until a read times
+    out), so the server's write never meets a reset connection.
+    """
+    import socket
+
+    request = f"GET / HTTP/1.1\r\nHost: {url_host(host)}:{port}\r\nConnection: close\r\n\r\n".encode()
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(request)
+            answer = b""
+            while len(answer) < 65536:
+                try:
+                    chunk = sock.recv(65536)
+                except OSError:  # e.g. a server that keeps the connection: what came is the answer
+                    break
+                if not chunk:
+                    break
+                answer += chunk
+            return answer.startswith(b"HTTP/")
+    except OSError:
+        return False
 
 
 def _app_answers(props: DomainProperties, *, timeout: float = 2.0) -> bool:
@@ -940,10 +967,14 @@ def _start_locked(
         return DomainState.RUNNING
     if layout.read_hash() is None:
         raise DomainError(f"domain {name} has no admin password hash ({layout.password_hash})")
-    # -- data sources (issue 13 item 3): a bad password file fails the start at once, the key named
-    from kagemusha.domains._datasource import check_password_files, parse_datasources
+    # -- data sources (issue 13 item 3): a bad password file fails the start at once, the key named.
+    # NB: only keys under "datasource." are data sources; without one, the module (and asyncio with
+    # it) is not imported on the start path (issue 12).
+    if any(k.startswith("datasource.") for k in props.raw):
+        from kagemusha.domains._datasource import check_password_files, parse_datasources
 
-    check_password_files(parse_datasources(props.raw, source=str(layout.properties)), source=str(layout.properties))
+        sources = parse_datasources(props.raw, source=str(layout.properties))
+        check_password_files(sources, source=str(layout.properties))
     pw = _run_user(props)
     layout.make()
     tls = _prepare_https(layout, props)
@@ -1048,6 +1079,8 @@ def _stop_layout(layout: DomainLayout, what: str, *, force: bool, wait_timeout: 
 
 
 def _alive(proc: psutil.Process) -> bool:
+    import psutil
+
     try:
         return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
@@ -1109,6 +1142,8 @@ def kill_domain(
 
 
 def _tag_of(proc: psutil.Process) -> str:
+    import psutil
+
     try:
         return str(proc.environ().get(ENV_TAG, ""))
     except psutil.Error:

@@ -18,11 +18,30 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-import psutil
+from typing import TYPE_CHECKING, Any
 
 from kagemusha.domains._layout import read_desired, read_json, write_desired, write_state
 from kagemusha.errors import DomainError
+
+if TYPE_CHECKING:
+    import psutil
+else:
+
+    class _Psutil:
+        """``psutil``, imported on first use.
+
+        NB: importing psutil costs ~10 ms of CPU (tens on a loaded machine), and a ``domain
+        start`` after a clean stop never needs it (``master_alive`` rules out a recorded pid that
+        no longer exists with ``kill(pid, 0)``), nor does ``domain list`` of stopped domains
+        (issue 12). Every use goes through the ``import`` statement, which is thread-safe.
+        """
+
+        def __getattr__(self, name: str) -> Any:
+            import psutil as module
+
+            return getattr(module, name)
+
+    psutil = _Psutil()
 
 __all__ = [
     "ENV_TAG",
@@ -85,6 +104,12 @@ def master_alive(record: ProcessRecord, domain_dir: Path) -> psutil.Process | No
     """The domain's master if it is alive and provably the one recorded (pid, creation time, tag)."""
     if record.pid is None:
         return None
+    try:
+        os.kill(record.pid, 0)  # NB: no such process at all: gone (a zombie still answers; psutil decides)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # it exists (another user's): psutil decides
     # NB: no reaping here: a zombie counts as gone already, and the admin domain, whose children
     # the masters it started are, must get their exit status (``Supervisor.reap``) first.
     try:

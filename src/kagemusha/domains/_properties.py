@@ -165,9 +165,46 @@ def port_keys(raw: Mapping[str, str]) -> list[str]:
     return [k for k, v in raw.items() if is_port_key(k, v)]
 
 
-def _read(path: Path) -> tuple[dict[str, str], str]:
-    import javaproperties
+_EOL = re.compile(r"\r\n|\r|\n")  # Java's line ends only (str.splitlines splits on more)
+# javaproperties' own rules (reading.py): a separator not escaped, a line continued by an odd backslash
+_SEPARATOR = re.compile(r"(?<!\\)(?:\\\\)*([ \t\f]*[=:]|[ \t\f])[ \t\f]*")
+_CONTINUED = re.compile(r"(?<!\\)(?:\\\\)*\\\Z")
+_ESCAPE = re.compile(r"\\(.)")
+_UNESCAPES = {"t": "\t", "n": "\n", "f": "\f", "r": "\r"}
 
+
+def _unescape(field: str) -> str:
+    return _ESCAPE.sub(lambda m: _UNESCAPES.get(m.group(1), m.group(1)), field) if "\\" in field else field
+
+
+def parse_plain(text: str) -> dict[str, str] | None:
+    """``text`` parsed as Java properties, or None when it has a ``\\u`` escape or a continued line.
+
+    Why: ``import javaproperties`` imports its XML support too (xml.sax, urllib, http.client,
+    ssl, email), tens of milliseconds on every domain start (CLI and application server). A
+    properties file without ``\\uXXXX`` escapes and continued lines is lines of ``key``,
+    separator, ``value`` (Java's rules: leading blanks dropped, ``#``/``!`` comments, the key
+    ends at the first unescaped blank, ``=`` or ``:``, the value keeps its trailing blanks,
+    ``\\t \\n \\f \\r`` escapes and ``\\c`` for any other ``c``, a later key wins), which this reads
+    exactly as ``javaproperties.loads`` does (``tests/domains/test_properties_plain.py`` compares
+    the two on generated files). The rest is left to javaproperties.
+    """
+    if "\\u" in text:
+        return None
+    out: dict[str, str] = {}
+    for line in _EOL.split(text):
+        line = line.lstrip(" \t\f")
+        if not line or line[0] in "#!":
+            continue
+        if _CONTINUED.search(line):
+            return None
+        m = _SEPARATOR.search(line)
+        key, value = (line[: m.start(1)], line[m.end() :]) if m else (line, "")
+        out[_unescape(key)] = _unescape(value)
+    return out
+
+
+def _read(path: Path) -> tuple[dict[str, str], str]:
     try:
         with open(
             path, encoding="latin-1"
@@ -175,6 +212,11 @@ def _read(path: Path) -> tuple[dict[str, str], str]:
             text = fh.read()
     except OSError as exc:
         raise ConfigError([(str(path), f"cannot read properties file: {exc.strerror or exc}")]) from exc
+    plain = parse_plain(text)
+    if plain is not None:
+        return plain, text
+    import javaproperties
+
     try:
         return dict(javaproperties.loads(text)), text
     except Exception as exc:  # javaproperties raises ValueError subclasses on bad escapes
