@@ -243,10 +243,10 @@ def test_finds_renewal_retried_past_the_fence_deadline(monkeypatch: pytest.Monke
     from kagemusha.agent._agent import Agent
 
     caught(monkeypatch, [mutant(Agent, "_lease_keeper", (
-        "if sent + c.store_timeout + c.fence_margin > self.valid_until:",
+        "if sent + c.store_timeout + c.fence_margin > self._renew_deadline():",
         "if sent > self.valid_until:",
     ), (
-        "if self.clock.monotonic() + backoff + c.store_timeout + c.fence_margin > self.valid_until:",
+        "if self.clock.monotonic() + backoff + c.store_timeout + c.fence_margin > self._renew_deadline():",
         "if self.clock.monotonic() > self.valid_until:",
     ))], {"split-brain", "start-without-lease", "start-without-ownership", "run-past-lease"})
 

@@ -110,6 +110,7 @@ class Agent:
         self.lease_id: int | None = None
         self._stale_leases: set[int] = set()
         self.valid_until = 0.0  # monotonic
+        self._watchdog_fires_at: float | None = None  # monotonic: last ping + watchdog_seconds, while armed
         self.joined_at = 0.0  # wall
         self.leaving = False
         self.fenced_reason = ""
@@ -411,8 +412,9 @@ class Agent:
                 continue
             while True:
                 sent = self.clock.monotonic()
-                # Attempt only if a failed attempt still leaves fence_margin before the lease may end.
-                if sent + c.store_timeout + c.fence_margin > self.valid_until:
+                # Attempt only if a failed attempt still leaves fence_margin before the lease may end
+                # (and before the watchdog fires: the clean fence must come first, docs/fencing.md).
+                if sent + c.store_timeout + c.fence_margin > self._renew_deadline():
                     await self._lose_lease(lease, "cannot renew the lease in time")
                     break
                 try:
@@ -425,7 +427,7 @@ class Agent:
                     # waits the back-off; whether it may be made at all is decided *before* waiting: a
                     # retry that could not fail in time means fencing now, not after the pause
                     # (tests/agent/test_timing_rule.py; the rule counts the pause: retry_backoff).
-                    if self.clock.monotonic() + backoff + c.store_timeout + c.fence_margin > self.valid_until:
+                    if self.clock.monotonic() + backoff + c.store_timeout + c.fence_margin > self._renew_deadline():
                         await self._lose_lease(lease, f"cannot renew the lease in time: {exc or 'store timeout'}")
                         break
                     log.warning("lease renewal failed, retrying", extra={"kv": {"error": str(exc) or "timeout"}})
@@ -440,6 +442,14 @@ class Agent:
                 self.valid_until = sent + min(ttl, c.heartbeat_timeout)
                 self._feed_watchdog()
                 break
+
+    def _renew_deadline(self) -> float:
+        """When a failed renewal must have left ``fence_margin`` for the fence: the lease's end, or the
+        watchdog's if it comes first. NB: retrying until the lease's end made every store outage a
+        watchdog reset (W = floor(T - S - M) fires before T - M) instead of a clean fence and disarm."""
+        if self._watchdog_fires_at is None:
+            return self.valid_until
+        return min(self.valid_until, self._watchdog_fires_at)
 
     async def _lose_lease(self, lease: int, why: str) -> None:
         """The lease cannot be proven any more: fence everything (proven), then forget the lease."""
@@ -462,6 +472,7 @@ class Agent:
         try:
             if not any(rt.local != LocalState.STOPPED for rt in self.groups.values()) and not self._fencing_all:
                 wd.disarm()
+                self._watchdog_fires_at = None
                 return
             if self._fence_stuck():
                 self._note("watchdog", "watchdog not fed: the fence makes no progress")
@@ -469,6 +480,7 @@ class Agent:
             if self.clock.monotonic() + self.watchdog_seconds + self.config.cluster.fence_margin > self.valid_until:
                 return
             wd.ping()
+            self._watchdog_fires_at = self.clock.monotonic() + self.watchdog_seconds
         except OSError as exc:
             log.error("watchdog device error", extra={"kv": {"device": getattr(wd, "path", "?"), "error": str(exc)}})
 
@@ -489,6 +501,7 @@ class Agent:
         try:
             wd.arm()
             wd.ping()
+            self._watchdog_fires_at = self.clock.monotonic() + self.watchdog_seconds
         except OSError as exc:
             self._note("watchdog", f"cannot arm the watchdog {getattr(wd, 'path', '?')}: {exc}; starting nothing")
             log.error("cannot arm the watchdog: starting nothing",
@@ -958,6 +971,7 @@ class Agent:
         await self.store.close()
         if self.watchdog is not None and all(rt.local == LocalState.STOPPED for rt in self.groups.values()):
             self.watchdog.disarm()
+            self._watchdog_fires_at = None
 
 
 class _Exit(Exception):
