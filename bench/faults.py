@@ -1391,7 +1391,8 @@ def main(argv: list[str] | None = None) -> int:
             def plan(i: int, rng: random.Random = rng, end: float = end, todo: list[str] = todo) -> str | None:
                 return rng.choice(todo) if time.monotonic() < end else None
         else:
-            seq = [f for f in todo for _ in range(args.runs)]
+            # NB: round-robin, so that a campaign stopped early has about the same N for every fault
+            seq = [f for _ in range(args.runs) for f in todo]
 
             def plan(i: int, seq: list[str] = seq) -> str | None:
                 return seq[i] if i < len(seq) else None
@@ -1399,8 +1400,8 @@ def main(argv: list[str] | None = None) -> int:
             """After every run: the entries so far go to the results file (an interrupted campaign keeps them)."""
             if args.soak:
                 return
-            part = {f"{f}/{store}": entry(f, store, [r for r in runs if r.fault == f], {**meta, "n": args.runs})
-                    for f in todo if any(r.fault == f for r in runs)}
+            part = {f"{f}/{store}": entry(f, store, done, {**meta, "n": len(done), "planned": args.runs})
+                    for f in todo if (done := [r for r in runs if r.fault == f])}
             merge(args.out, {**entries, **part}, {"updated": meta["date"]})
 
         runs = campaign(store, plan, log, args.keep, soak=bool(args.soak), on_run=save,
@@ -1414,7 +1415,8 @@ def main(argv: list[str] | None = None) -> int:
                            **meta}
         else:
             for f in todo:
-                entries[f"{f}/{store}"] = entry(f, store, [r for r in runs if r.fault == f], {**meta, "n": args.runs})
+                done = [r for r in runs if r.fault == f]
+                entries[f"{f}/{store}"] = entry(f, store, done, {**meta, "n": len(done), "planned": args.runs})
 
     extra: dict[str, Any] = {"updated": meta["date"]}
     if soak:
