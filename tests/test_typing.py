@@ -9,5 +9,5 @@ from pathlib import Path
 
 def test_mypy_strict() -> None:
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, "-m", "mypy"], cwd=root, capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-m", "mypy"], cwd=root, capture_output=True, text=True, timeout=600, check=False)
     assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-2000:]

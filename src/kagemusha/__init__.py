@@ -11,10 +11,10 @@ from kagemusha.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__",
     "ConfigError",
     "KagemushaError",
     "LeaseExpired",
     "ResourceFailed",
     "StoreUnavailable",
+    "__version__",
 ]

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["setup_logging", "kv"]
+__all__ = ["kv", "setup_logging"]
 
 _listener: logging.handlers.QueueListener | None = None
 

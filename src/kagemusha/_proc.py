@@ -19,7 +19,7 @@ import time
 
 import psutil
 
-__all__ = ["find_tagged", "kill_tagged", "kill_pids", "wait_gone"]
+__all__ = ["find_tagged", "kill_pids", "kill_tagged", "wait_gone"]
 
 
 def find_tagged(match: dict[str, str], *, exclude_self: bool = True) -> list[psutil.Process]:

@@ -78,7 +78,7 @@ async def fence_groups(config: Config, node: str, *, also: Config | None = None)
             seen.add(key)
             try:
                 rts.append(GroupRuntime.build(cfg, spec, node))
-            except Exception as exc:  # a driver that cannot even be built must not stop the rest
+            except Exception as exc:  # noqa: BLE001 - a driver that cannot even be built must not stop the rest
                 problems.append(f"{spec.name}: {exc}")
     results = await asyncio.gather(*(rt.fence() for rt in rts), return_exceptions=True)
     for rt, res in zip(rts, results):

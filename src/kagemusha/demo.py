@@ -99,7 +99,7 @@ class Demo:
         env = dict(self.env)
         if node:
             env["KAGEMUSHA_DOMAIN_REGISTRY"] = str(self.root / node / "registry")
-        r = subprocess.run([sys.executable, "-m", "kagemusha", *args], env=env, capture_output=True, text=True, timeout=300)
+        r = subprocess.run([sys.executable, "-m", "kagemusha", *args], env=env, capture_output=True, text=True, timeout=300, check=False)
         if check and r.returncode != 0:
             raise SystemExit(f"demo: kagemusha {' '.join(args)} failed: {r.stderr.strip() or r.stdout.strip()}")
         return r
@@ -196,11 +196,11 @@ final_action = "stop_group"
 
     # -- running ---------------------------------------------------------------------------
     def start_agent(self, node: str) -> None:
-        log = open(self.root / "logs" / f"{node}.log", "ab")
-        self.procs[node] = subprocess.Popen(
-            [sys.executable, "-m", "kagemusha", "agent", "--config", str(self.root / "cluster.toml"), "--node", node],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
-        )
+        with open(self.root / "logs" / f"{node}.log", "ab") as log:  # the child keeps its own copy
+            self.procs[node] = subprocess.Popen(
+                [sys.executable, "-m", "kagemusha", "agent", "--config", str(self.root / "cluster.toml"), "--node", node],
+                stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+            )
         (self.root / "agents.json").write_text(json.dumps({n: p.pid for n, p in self.procs.items()}))
 
     def status(self) -> dict[str, object]:
@@ -310,7 +310,7 @@ final_action = "stop_group"
             cid = self.cluster_id()
             for node in ("n1", "n2"):
                 _proc.kill_tagged({"KAGEMUSHA_CLUSTER_ID": cid, "KAGEMUSHA_NODE": node}, wait=2.0)
-        except Exception:  # the config may not exist if the build failed
+        except Exception:  # noqa: BLE001, S110 - the config may not exist if the build failed
             pass
         self.procs.clear()
         (self.root / "agents.json").unlink(missing_ok=True)
@@ -325,7 +325,7 @@ def main() -> None:
     demo.build()
     cfg = demo.root / "cluster.toml"
     try:
-        say("starting the agents of n1 and n2 (logs in %s/logs)" % demo.root)
+        say(f"starting the agents of n1 and n2 (logs in {demo.root}/logs)")
         demo.start_agent("n1")
         demo.start_agent("n2")
         demo.wait_online("n1")

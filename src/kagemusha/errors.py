@@ -23,19 +23,19 @@ another node won; only "could not ask" raises ``StoreUnavailable``.
 from __future__ import annotations
 
 __all__ = [
-    "KagemushaError",
+    "ApiError",
     "ConfigError",
-    "StoreError",
-    "StoreUnavailable",
+    "DomainError",
+    "KagemushaError",
     "LeaseExpired",
-    "ResourceError",
     "NotConfigured",
     "NotInstalled",
+    "ResourceError",
     "ResourceFailed",
     "ResourceTimeout",
-    "DomainError",
     "ServiceUnavailable",
-    "ApiError",
+    "StoreError",
+    "StoreUnavailable",
 ]
 
 

@@ -109,7 +109,7 @@ def test_bad_toml_names_line(cfgdir: Path) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    (loc, msg), = errors_of(tmp_path / "nope.toml")
+    (_loc, msg), = errors_of(tmp_path / "nope.toml")
     assert "cannot read" in msg
 
 
@@ -119,7 +119,7 @@ def test_local_store_refuses_multi_host(cfgdir: Path) -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kagemusha", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "kagemusha", *args], capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_cli_validate_exit_codes(cfgdir: Path) -> None:

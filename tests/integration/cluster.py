@@ -11,6 +11,7 @@ it started (found by their ``KAGEMUSHA_*`` tags) and records the time, so
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -123,12 +124,12 @@ class LocalCluster:
     # -- processes -----------------------------------------------------------------
 
     def start(self, node: str) -> subprocess.Popen[bytes]:
-        log = open(self.dir / "logs" / f"{node}.log", "ab")
         env = {**os.environ, "KAGEMUSHA_LOG_FORMAT": "json"}
-        p = subprocess.Popen(
-            [sys.executable, "-m", "kagemusha", "agent", "--config", str(self.config_path), "--node", node],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
+        with open(self.dir / "logs" / f"{node}.log", "ab") as log:  # the child keeps its own copy
+            p = subprocess.Popen(
+                [sys.executable, "-m", "kagemusha", "agent", "--config", str(self.config_path), "--node", node],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )
         self.procs[node] = p
         return p
 
@@ -233,7 +234,7 @@ class LocalCluster:
 
     def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "kagemusha", *args, "--config", str(self.config_path)],
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, check=False)
 
     def trace(self) -> list[TraceLine]:
         out = []
@@ -248,7 +249,7 @@ class LocalCluster:
 
     def fences(self) -> list[tuple[str, float]]:
         """When each node fenced itself (agent or supervisor), from its log: that ends its runs too."""
-        from datetime import datetime, timezone
+        from datetime import UTC, datetime
 
         out = []
         for node in self.nodes:
@@ -261,7 +262,7 @@ class LocalCluster:
                         ts = json.loads(line)["ts"]
                     except (ValueError, KeyError):
                         continue
-                    at = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+                    at = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
                     out.append((node, at))
         return out
 
@@ -281,7 +282,7 @@ class LocalCluster:
             for node, at in open_.items():
                 intervals.append((at, float("inf"), node))
             intervals.sort()
-            for (s1, e1, n1), (s2, e2, n2) in zip(intervals, intervals[1:]):
+            for (s1, e1, n1), (s2, e2, n2) in itertools.pairwise(intervals):
                 assert n1 == n2 or s2 >= e1, f"group {group} ran on {n1} [{s1}, {e1}] and {n2} [{s2}, {e2}] at once"
 
 

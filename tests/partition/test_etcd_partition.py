@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import psutil
 import pytest
@@ -64,11 +65,11 @@ class Setup:
         self.cfg.write_text(tomli_w.dumps(cfg))
 
     def start(self, node: str) -> None:
-        log = open(self.d / "logs" / f"{node}.log", "ab")
-        self.agents[node] = self.h.popen(
-            node, [sys.executable, "-m", "kagemusha", "agent", "--config", str(self.cfg), "--node", node],
-            stdout=log, stderr=subprocess.STDOUT, env={"KAGEMUSHA_LOG_FORMAT": "json"},
-        )
+        with open(self.d / "logs" / f"{node}.log", "ab") as log:  # the child keeps its own copy
+            self.agents[node] = self.h.popen(
+                node, [sys.executable, "-m", "kagemusha", "agent", "--config", str(self.cfg), "--node", node],
+                stdout=log, stderr=subprocess.STDOUT, env={"KAGEMUSHA_LOG_FORMAT": "json"},
+            )
 
     def log(self, node: str) -> str:
         return (self.d / "logs" / f"{node}.log").read_text(errors="replace")
@@ -115,7 +116,7 @@ class Sampler:
             self.samples.append((time.time(), self.s.h.vip_holders(), self.s.services()))
             time.sleep(0.01)
 
-    def __enter__(self) -> Sampler:
+    def __enter__(self) -> Self:
         self._t.start()
         return self
 

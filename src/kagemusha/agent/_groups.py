@@ -290,7 +290,7 @@ class GroupRuntime:
             try:
                 p = await asyncio.wait_for(drv.probe(), 30)
                 out[rs.name] = (p.state, p.reason)
-            except Exception as exc:  # a probe that errors is not "stopped"
+            except Exception as exc:  # noqa: BLE001 - a probe that errors is not "stopped"
                 out[rs.name] = (ProbeState.FAILED, f"probe error: {exc}")
         return out
 

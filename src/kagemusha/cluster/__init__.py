@@ -19,12 +19,12 @@ from kagemusha.cluster.decide import decide, eligible_nodes, placement
 from kagemusha.cluster.recovery import next_recovery, recent
 
 __all__ = [
+    "LIVE_STATES",
     "Action",
     "ActionKind",
     "ClusterView",
     "EventKind",
     "FailureMark",
-    "LIVE_STATES",
     "GroupView",
     "LastRun",
     "LocalState",

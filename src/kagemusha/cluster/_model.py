@@ -8,13 +8,13 @@ from enum import StrEnum
 from kagemusha.model import ClpEvent
 
 __all__ = [
+    "LIVE_STATES",
     "Action",
     "ActionKind",
     "ClusterView",
+    "EventKind",
     "FailureMark",
     "GroupView",
-    "EventKind",
-    "LIVE_STATES",
     "LastRun",
     "LocalState",
     "MonitorRequest",

@@ -80,10 +80,12 @@ def _timing_errors(c: ClusterSection) -> list[tuple[str, str]]:
     if need > c.heartbeat_timeout + 1e-9:
         return [(
             "cluster.heartbeat_timeout",
-            f"must be >= cluster.heartbeat_interval + 2 * cluster.store_timeout + retry back-off + cluster.fence_margin "
-            f"({c.heartbeat_interval:g} + 2 * {c.store_timeout:g} + {b:g} + {c.fence_margin:g} = {need:g}; "
-            f"the back-off is min(heartbeat_interval, store_timeout) / 4), got {c.heartbeat_timeout:g}: "
-            "a node that misses a renewal could not fence itself before its lease expires (docs/fencing.md)",
+            (
+                f"must be >= cluster.heartbeat_interval + 2 * cluster.store_timeout + retry back-off + cluster.fence_margin "
+                f"({c.heartbeat_interval:g} + 2 * {c.store_timeout:g} + {b:g} + {c.fence_margin:g} = {need:g}; "
+                f"the back-off is min(heartbeat_interval, store_timeout) / 4), got {c.heartbeat_timeout:g}: "
+                "a node that misses a renewal could not fence itself before its lease expires (docs/fencing.md)"
+            ),
         )]
     return []
 
@@ -97,15 +99,17 @@ def config_warnings(cfg: Config) -> list[tuple[str, str]]:
     if parse_store_url(c.store).scheme == "etcd" and c.heartbeat_timeout < 2.0:
         out.append((
             "cluster.heartbeat_timeout",
-            f"{c.heartbeat_timeout:g}s on etcd: a leader election (when a member restarts) can keep every member "
-            "from answering for about a second, and an owner that cannot renew fences itself; "
-            "3 s or more is safer (docs/fencing.md)",
+            (
+                f"{c.heartbeat_timeout:g}s on etcd: a leader election (when a member restarts) can keep every member "
+                "from answering for about a second, and an owner that cannot renew fences itself; "
+                "3 s or more is safer (docs/fencing.md)"
+            ),
         ))
     if c.watchdog is None and parse_store_url(c.store).scheme == "etcd":
         out.append(("cluster.watchdog", "not set: a hung (not dead) agent is not fenced by the kernel (docs/fencing.md)"))
     if c.insecure_store and parse_store_url(c.store).scheme == "etcd" and not _store_is_secured(c):
-        out.append(("cluster.insecure_store", "true: etcd without client certificates or auth; whoever can write to "
-                    "the store runs commands as root on every node (docs/operations.md)"))
+        out.append(("cluster.insecure_store", ("true: etcd without client certificates or auth; whoever can write to "
+                    "the store runs commands as root on every node (docs/operations.md)")))
     return out
 
 
@@ -196,12 +200,12 @@ def _cluster_errors(c: ClusterSection, base_dir: Path | None) -> Errors:
         wd = watchdog_timeout(c.heartbeat_timeout, c.store_timeout, c.fence_margin)
         gap = c.heartbeat_interval + 2 * c.store_timeout + retry_backoff(c.heartbeat_interval, c.store_timeout)
         if wd < 1:
-            errors.append(("cluster.watchdog", "the kernel watchdog counts whole seconds: it needs cluster.heartbeat_timeout "
-                           "- cluster.store_timeout - cluster.fence_margin >= 1 (e.g. heartbeat_timeout = 2.0)"))
+            errors.append(("cluster.watchdog", ("the kernel watchdog counts whole seconds: it needs cluster.heartbeat_timeout "
+                           "- cluster.store_timeout - cluster.fence_margin >= 1 (e.g. heartbeat_timeout = 2.0)")))
         elif wd <= gap:
-            errors.append(("cluster.watchdog", f"the watchdog timeout ({wd}s = floor(heartbeat_timeout - store_timeout "
+            errors.append(("cluster.watchdog", (f"the watchdog timeout ({wd}s = floor(heartbeat_timeout - store_timeout "
                            f"- fence_margin)) must exceed the longest healthy gap between two renewals ({gap:g}s = "
-                           "heartbeat_interval + 2 * store_timeout + retry back-off): raise cluster.heartbeat_timeout"))
+                           "heartbeat_interval + 2 * store_timeout + retry back-off): raise cluster.heartbeat_timeout")))
     errors.extend(_timing_errors(c))
     return errors
 

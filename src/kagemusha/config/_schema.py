@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kagemusha.errors import ConfigError
+
 __all__ = [
     "ClusterSection",
     "Config",
@@ -80,7 +82,7 @@ class ClusterSection(Strict):
 
         try:
             parse_store_url(v)
-        except Exception as exc:  # ConfigError -> field error
+        except ConfigError as exc:  # -> field error
             raise ValueError(str(exc)) from None
         return v
 

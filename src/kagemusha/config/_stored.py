@@ -25,7 +25,7 @@ from kagemusha.config._load import load_config, parse_config
 from kagemusha.config._schema import Config
 from kagemusha.errors import ConfigError
 
-__all__ = ["StoredConfig", "parse_stored", "summarize_diff", "sha256_text"]
+__all__ = ["StoredConfig", "parse_stored", "sha256_text", "summarize_diff"]
 
 
 
@@ -88,9 +88,9 @@ def summarize_diff(old: Config | None, new: Config) -> list[str]:
     og, ng = {g.name: g for g in old.groups}, {g.name: g for g in new.groups}
     out += [f"group {g} added" for g in ng if g not in og]
     out += [f"group {g} removed (stopped first)" for g in og if g not in ng]
-    for g in ng:
-        if g in og and og[g] != ng[g]:
-            a, b = og[g], ng[g]
+    for g, b in ng.items():
+        a = og.get(g)
+        if a is not None and a != b:
             if a.resources != b.resources:
                 out.append(f"group {g}: resources changed (restarted where it runs)")
             if a.monitors != b.monitors:

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from kagemusha.config import Config, GroupSpec
 from kagemusha.control._status import derive_status
@@ -95,7 +95,7 @@ class ClusterControl:
         """The same service (same store client) recording ``by`` as the actor."""
         return ClusterControl(self.config_source, self.store, by, owns_store=False, wait_zero_returns=self.wait_zero_returns)
 
-    async def __aenter__(self) -> ClusterControl:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -135,7 +135,7 @@ def parse_snapshot(kvs: list[KeyValue], revision: int, root: str) -> Snapshot:
     """Turn the keys under ``root`` into a ``Snapshot``. Unparseable values are ignored, never fatal."""
     snap = Snapshot(revision=revision)
     for kv in kvs:
-        rel = kv.key[len(root):] if kv.key.startswith(root) else kv.key
+        rel = kv.key.removeprefix(root)
         parts = rel.split("/")
         data = _json(kv)
         if parts[0] == "members" and len(parts) == 2:

@@ -255,9 +255,8 @@ class ExecResource(Resource):
             return None
 
     async def stop(self, env: StartEnv) -> None:
-        if not self._record.exists():
-            if not await asyncio.to_thread(_proc.find_tagged, self._tag()):
-                return
+        if not self._record.exists() and not await asyncio.to_thread(_proc.find_tagged, self._tag()):
+            return
         started = self.started_env() or env
         await self._run("stop", started)
         left = await asyncio.to_thread(_proc.kill_tagged, self._tag(), sig=signal.SIGKILL)

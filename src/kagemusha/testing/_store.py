@@ -14,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Union
 
 from kagemusha.errors import LeaseExpired
 from kagemusha.store._base import Store, WatchEvent, WatchEventType
 
 __all__ = ["check_store"]
 
-MakeStore = Callable[[], Union[Store, Awaitable[Store]]]
+MakeStore = Callable[[], Store | Awaitable[Store]]
 
 
 async def _make(make_store: MakeStore) -> Store:

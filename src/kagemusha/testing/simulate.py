@@ -578,14 +578,13 @@ class _Run:
 
     async def _agent_main(self, p: Proc) -> None:
         try:
-            rc = await p.agent.run()
+            await p.agent.run()
         except asyncio.CancelledError:
             raise
         except (StoreUnavailable, TimeoutError, ConfigError):
-            rc = 1  # could not start (the store was out): the process exits, systemd would retry
+            pass  # could not start (the store was out): the process exits, systemd would retry
         except Exception as exc:  # noqa: BLE001 - a bug in the agent: report it
             self.w.violation(f"agent-error: agent on {p.node} raised {_describe(exc)}")
-            rc = 1
         p.dead = True
         self.supervisor_fence(p)  # whatever the exit (kagemusha._supervisor.supervise)
 
