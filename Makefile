@@ -22,7 +22,7 @@ test: bootstrap
 	test $$serial -eq 0 && test $$parallel -eq 0
 
 lint: bootstrap
-	.venv/bin/ruff check src tests
+	.venv/bin/ruff check src tests bench
 	.venv/bin/mypy
 
 bench: bootstrap
