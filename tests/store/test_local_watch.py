@@ -100,7 +100,7 @@ def test_lease_renewals_do_not_signal_watches(tmp_path: Path) -> None:
 
 
 def test_without_inotify_the_watch_polls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(local_mod.FileChanges, "open", classmethod(lambda cls, d, n: None))
+    monkeypatch.setattr(local_mod.FileChanges, "open", classmethod(lambda cls, path: None))
 
     async def run() -> None:
         a, b = LocalStore(str(tmp_path / "s.db")), LocalStore(str(tmp_path / "s.db"))
@@ -110,6 +110,28 @@ def test_without_inotify_the_watch_polls(tmp_path: Path, monkeypatch: pytest.Mon
             first = asyncio.ensure_future(next_event(it))
             await a.put("/p/x", "2")
             assert (await first).value == "2"  # by the poll: the safety net is off, there is no signal
+            await it.aclose()
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(run())
+
+
+def test_a_deleted_signal_file_is_watched_again(tmp_path: Path, parked: list[asyncio.Event]) -> None:
+    async def run() -> None:
+        a, b = LocalStore(str(tmp_path / "s.db")), LocalStore(str(tmp_path / "s.db"))
+        try:
+            rev = await a.put("/p/x", "1")
+            parked.append(asyncio.Event())
+            it = b.watch("/p/", start_revision=rev + 1)
+            first = asyncio.ensure_future(next_event(it))
+            await asyncio.wait_for(parked[-1].wait(), 10)
+            parked.append(asyncio.Event())
+            os.unlink(a.signal_path)  # wakes the watch (nothing to deliver); it watches the name again
+            await asyncio.wait_for(parked[-1].wait(), 10)
+            await a.put("/p/x", "2")
+            assert (await first).value == "2"
             await it.aclose()
         finally:
             await a.close()

@@ -67,6 +67,8 @@ FENCE_RETRY = 0.1
 #: The decision loop reads the whole cluster prefix at least this often, even when its watch says nothing
 #: changed (a safety net for a watch that stalls without an error).
 RESYNC_EVERY = 1.0
+#: The decision loop's period while the last cycle found nothing to do (``_cycle``): changes wake it at once.
+IDLE_WAKE = 1.0
 
 
 class Agent:
@@ -143,6 +145,8 @@ class Agent:
         self._writes_at_read = -1
         self._read_at = 0.0
         self._have_read = asyncio.Event()
+        #: the last cycle found nothing to do and nothing pending (the loop then wakes every IDLE_WAKE)
+        self._idle = False
         self._stats: dict[str, float] = {"lease_renew_seconds": 0.0, "store_request_seconds": 0.0, "fences": 0}
         self.on_cycle: list[Callable[[], Awaitable[None] | None]] = []
 
@@ -639,7 +643,7 @@ class Agent:
         c = self.config.cluster
         while not self._done.is_set():
             try:
-                await asyncio.wait_for(self._kick.wait(), c.heartbeat_interval)
+                await asyncio.wait_for(self._kick.wait(), IDLE_WAKE if self._idle else c.heartbeat_interval)
             except TimeoutError:
                 pass
             kicked = self._kick.is_set()
@@ -687,6 +691,7 @@ class Agent:
         """Decide and act once; with ``read`` (else the last snapshot is current) from a fresh read."""
         c = self.config.cluster
         t0 = self.clock.monotonic()
+        self._idle = False
         self._apply_replacements()
         epochs = {name: rt.epoch for name, rt in self.groups.items()}
         if read:
@@ -711,6 +716,14 @@ class Agent:
             if rt is not None and rt.epoch != epochs.get(rt.name, -1) and action.kind != ActionKind.FENCE_GROUP:
                 continue  # a worker finished after the snapshot was read: decide again from fresh data
             await self._execute(action)
+        # Idle: nothing decided, nothing waited for (a note is a wait: startup wait, no eligible node, ...),
+        # the lease usable, every group at rest. Only a change (a kick) or time can alter the next plan then;
+        # what time alters here (failure marks expiring) may wait up to IDLE_WAKE.
+        self._idle = (
+            not plan.actions and not plan.notes and view.has_lease and not self.leaving and not self._replacements
+            and all(rt.worker is None and rt.request is None and rt.local in (LocalState.RUNNING, LocalState.STOPPED)
+                    for rt in self.groups.values())
+        )
 
     def build_view(self, snap: Snapshot) -> ClusterView:
         groups = []

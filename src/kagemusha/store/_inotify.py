@@ -1,23 +1,24 @@
-"""Wake-ups when a file in one directory is written: Linux inotify through ctypes, for the local store's watch.
+"""Wake-ups when one file is written: Linux inotify through ctypes, for the local store's watch.
 
 Why: the local store's watchers used to ask SQLite every 20 ms whether anything changed (50 queries a
-second per agent, most of an idle agent's CPU). Every commit of an SQLite database in WAL mode writes its
-``-wal`` file (a rollback-journal database writes the database file itself), and each ``write(2)`` makes
-inotify report ``IN_MODIFY``, whichever process wrote. So a watcher that waits on these events polls only
-after a commit (of anyone), and never misses one: the events are queued by the kernel from the moment the
-watch is added, so a commit between a poll and the next wait still wakes that wait.
+second per agent, most of an idle agent's CPU). Now a writer that changed keys writes a byte to a signal
+file, and each ``write(2)`` makes inotify report ``IN_MODIFY`` to every process watching that file. A
+watcher that waits on these events never misses one: the kernel queues them from the moment the watch is
+added, so a write between a poll and the next wait still wakes that wait. The file itself is watched,
+not its directory: the database's own files in that directory change at every lease renewal and would
+wake the watcher for nothing.
 
 Usage::
 
-    sig = FileChanges.open("/var/lib/kagemusha", {"store.db", "store.db-wal", "store.db-journal"})
+    sig = FileChanges.open("/var/lib/kagemusha/store.db-events")   # created if missing
     if sig is None:  # not Linux, or inotify refused (EMFILE: max_user_instances): poll instead
         ...
-    changed = await sig.wait(timeout)   # True: a named file was written (or events were lost); False: timeout
+    changed = await sig.wait(timeout)   # True: the file was written (or events were lost); False: timeout
     sig.close()
 
-NB: only ``write(2)`` and friends are reported, not writes through a shared mapping: SQLite writes the WAL
-and the database with ``pwrite`` (``-shm`` is mapped and is not watched). A lost event (the kernel's queue
-overflowed) counts as a change.
+NB: only ``write(2)`` and friends are reported, not writes through a shared mapping. A lost event (the
+kernel's queue overflowed) counts as a change, and so does the file being deleted or renamed (the watch
+is then added again, to a new file of that name, at the next wait).
 """
 
 from __future__ import annotations
@@ -27,19 +28,20 @@ import ctypes
 import errno
 import os
 import struct
-from collections.abc import Iterable
 
 __all__ = ["FileChanges"]
 
 IN_MODIFY = 0x00000002
+IN_ATTRIB = 0x00000004
 IN_CLOSE_WRITE = 0x00000008
-IN_MOVED_TO = 0x00000080
-IN_CREATE = 0x00000100
-IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
 IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
-_MASK = IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE
+_MASK = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF
+_GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (struct inotify_event)
 
 _libc: ctypes.CDLL | None = None
@@ -58,32 +60,42 @@ def _lib() -> ctypes.CDLL | None:
     return _libc
 
 
-class FileChanges:
-    """An inotify instance watching one directory for writes to some of its files, on the running loop."""
+def _add_watch(lib: ctypes.CDLL, fd: int, path: str) -> bool:
+    """Create ``path`` if missing (empty, 0600) and watch it on the inotify instance ``fd``."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    except OSError:
+        return False
+    return bool(lib.inotify_add_watch(fd, os.fsencode(path), _MASK) >= 0)
 
-    def __init__(self, fd: int, names: frozenset[bytes]) -> None:
+
+class FileChanges:
+    """An inotify instance watching one file for writes, on the running loop."""
+
+    def __init__(self, fd: int, path: str) -> None:
         self._fd = fd
-        self._names = names
+        self._path = path
         self._changed = False
+        self._gone = False
         self._waiter: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
-    def open(cls, directory: str, names: Iterable[str]) -> FileChanges | None:
-        """Watch ``directory`` for writes to the files ``names``; ``None`` when inotify cannot be used here."""
+    def open(cls, path: str) -> FileChanges | None:
+        """Watch the file ``path`` (created if missing); ``None`` when inotify cannot be used here."""
         lib = _lib()
         if lib is None:
             return None
         fd = lib.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
             return None  # EMFILE (fs.inotify.max_user_instances), ENOSYS, ...
-        if lib.inotify_add_watch(fd, os.fsencode(directory), _MASK) < 0:
+        if not _add_watch(lib, fd, path):
             os.close(fd)
             return None
-        return cls(fd, frozenset(os.fsencode(n) for n in names))
+        return cls(fd, path)
 
     def _drain(self) -> None:
-        """Read every queued event; note whether one names a watched file (or events were lost)."""
+        """Read every queued event: any is a change (a write, lost events, the file gone)."""
         while True:
             try:
                 buf = os.read(self._fd, 65536)
@@ -99,10 +111,10 @@ class FileChanges:
             pos = 0
             while pos + _HEADER.size <= len(buf):
                 _wd, mask, _cookie, size = _HEADER.unpack_from(buf, pos)
-                name = buf[pos + _HEADER.size: pos + _HEADER.size + size].rstrip(b"\0")
                 pos += _HEADER.size + size
-                if mask & IN_Q_OVERFLOW or name in self._names:
-                    self._changed = True
+                self._changed = True
+                if mask & _GONE:
+                    self._gone = True
 
     def _readable(self) -> None:
         self._drain()
@@ -112,6 +124,13 @@ class FileChanges:
     async def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for a write to a watched file since the last call; True if there was one."""
         self._drain()
+        if self._gone:
+            lib = _lib()
+            if lib is not None and _add_watch(lib, self._fd, self._path):
+                self._gone = False
+            else:
+                await asyncio.sleep(timeout)  # cannot watch it now: the caller polls at its pace
+                return True
         if not self._changed:
             loop = asyncio.get_running_loop()
             if self._loop is None:

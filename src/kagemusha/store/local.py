@@ -97,9 +97,7 @@ class LocalStore(Store):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kagemusha-store")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
-        #: the signal file's descriptor (opened at the first write that adds events) and whether the
-        #: current transaction added events
-        self._signal_fd: int | None = None
+        #: the current write transaction added events (``_signal`` after its commit)
         self._bumped = False
 
     @classmethod
@@ -172,11 +170,16 @@ class LocalStore(Store):
         return self.path + "-events"
 
     def _signal(self) -> None:
-        """Wake the watches of every process: one byte written to the signal file (an inotify ``IN_MODIFY``)."""
+        """Wake the watches of every process: one byte written to the signal file (an inotify ``IN_MODIFY``).
+
+        NB: opened for each signal, not kept open: a file deleted and made again is still the one watched.
+        """
         try:
-            if self._signal_fd is None:
-                self._signal_fd = os.open(self.signal_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            os.pwrite(self._signal_fd, b"\0", 0)
+            fd = os.open(self.signal_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.pwrite(fd, b"\0", 0)
+            finally:
+                os.close(fd)
         except OSError:
             pass  # watches then see the change at their next poll (WATCH_IDLE_POLL at the latest)
 
@@ -338,8 +341,7 @@ class LocalStore(Store):
             return rows, soonest
 
         # NB: the change signal is opened before the first poll, so a commit after that poll wakes the wait.
-        signal = os.path.abspath(self.signal_path)
-        changes = FileChanges.open(os.path.dirname(signal), (os.path.basename(signal),))
+        changes = FileChanges.open(self.signal_path)
         try:
             while True:
                 rows, soonest = await self._run(poll)
@@ -370,9 +372,6 @@ class LocalStore(Store):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-            if self._signal_fd is not None:
-                os.close(self._signal_fd)
-                self._signal_fd = None
 
         await asyncio.get_running_loop().run_in_executor(self._executor, shut)
         self._executor.shutdown(wait=False)
