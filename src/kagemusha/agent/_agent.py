@@ -271,9 +271,9 @@ class Agent:
         if rec.sha256 != mine:
             raise ConfigError([(
                 self.config.source,
-                f"differs from the config applied to cluster {self.config.cluster.name} (version {rec.version}, "
-                f"by {rec.by}): run `kagemusha config diff {self.config.source}`, then `kagemusha config apply` "
-                "it, or start the agent with --apply",
+                (f"differs from the config applied to cluster {self.config.cluster.name} (version {rec.version}, "
+                 f"by {rec.by}): run `kagemusha config diff {self.config.source}`, then `kagemusha config apply` "
+                 "it, or start the agent with --apply"),
             )])
         self.config_sha, self.config_version = rec.sha256, rec.version
         self._keep_applied(rec.to_value())
@@ -395,7 +395,7 @@ class Agent:
         for t in tasks:
             try:
                 await t
-            except (asyncio.CancelledError, Exception):
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001, S110 - a cancelled monitor's end is not news
                 pass
 
     # -- lease ----------------------------------------------------------------
@@ -882,7 +882,7 @@ class Agent:
             task.cancel()
             try:
                 await task
-            except (asyncio.CancelledError, Exception):
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001, S110 - its guard logged a crash already
                 pass
         rt.worker = None
 
@@ -972,7 +972,7 @@ class Agent:
                 ok, detail = res.ok, res.detail
             except TimeoutError:
                 ok, detail = False, f"no answer within timeout {spec.timeout:g}s"
-            except Exception as exc:  # a monitor that raises counts as failed
+            except Exception as exc:  # noqa: BLE001 - a monitor that raises counts as failed
                 ok, detail = False, f"monitor error: {exc}"
             changed = ms.last_ok is not ok
             ms.last_ok, ms.last_detail, ms.last_at = ok, detail, self.clock.time()
