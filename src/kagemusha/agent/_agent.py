@@ -7,8 +7,12 @@ Tasks (all in one ``asyncio.TaskGroup`` the agent owns; no orphan tasks):
   renewal attempt is made only if it can fail and still leave ``fence_margin`` before
   ``valid_until``; otherwise the node fences at once (the timing rule in ``config/_load.py`` makes
   sure a healthy node always gets its attempts in). It feeds the watchdog (see ``_feed_watchdog``).
-- decision loop: every ``heartbeat_interval`` (or at once when something changes) reads the cluster's
-  keys, builds a ``ClusterView``, calls ``decide`` and carries out the plan's actions as they are.
+- decision loop: every ``heartbeat_interval`` (or at once when something changes) builds a ``ClusterView``,
+  calls ``decide`` and carries out the plan's actions as they are. It reads the cluster's keys when woken
+  by a change, and on a timer wake-up only when its last read may be out of date (``_snapshot_current``):
+  an idle agent does not read the whole prefix 7 times a second.
+- watcher: watches the cluster's keys from the revision of the last read on, and kicks the decision loop
+  at every change (on the local store a dead node's lease expiry arrives at the instant it expires).
 - group workers: one task at a time per group for start/stop/restart.
 - monitors: one task per monitor of each group that runs here.
 
@@ -50,6 +54,7 @@ from kagemusha.model import ClpEvent
 from kagemusha.protocol import ClusterRecords, Snapshot
 from kagemusha.resources import ProbeState
 from kagemusha.store import Store, open_cluster_store
+from kagemusha.store._counting import CountingStore
 
 __all__ = ["APPLIED_CONFIG", "Agent"]
 
@@ -59,6 +64,11 @@ EVENTS_KEPT = 500
 APPLIED_CONFIG = "applied-config.json"
 #: Pause between two attempts of an incomplete fence.
 FENCE_RETRY = 0.1
+#: The decision loop reads the whole cluster prefix at least this often, even when its watch says nothing
+#: changed (a safety net for a watch that stalls without an error).
+RESYNC_EVERY = 1.0
+#: The decision loop's period while the last cycle found nothing to do (``_cycle``): changes wake it at once.
+IDLE_WAKE = 1.0
 
 
 class Agent:
@@ -90,13 +100,16 @@ class Agent:
         self.config = config
         self.node = node
         base = str(Path(config.source).resolve().parent) if config.source else None
-        self.store = store or open_cluster_store(config.cluster, base_dir=base)
+        #: counts this agent's own writes (``_snapshot_current``)
+        self.store = CountingStore(store or open_cluster_store(config.cluster, base_dir=base))
         self.records = ClusterRecords(self.store, config.cluster.name, by=f"agent {node}", source=node, clock=self.clock)
         self.serve_api = serve_api
         self.apply_config = apply_config
         self.config_sha = ""
         self.config_version = 0
         self._bad_config_sha = ""
+        #: group -> its new definition, waiting for the old one to stop (``_apply_replacements``)
+        self._replacements: dict[str, GroupRuntime] = {}
         c = config.cluster
         from kagemusha._watchdog import watchdog_timeout
 
@@ -125,6 +138,16 @@ class Agent:
         self._tg: asyncio.TaskGroup | None = None
         self._notes: dict[str, str] = {}
         self.snapshot = Snapshot()
+        #: the running watch delivers every change from this revision on (None: no watch running)
+        self._watch_from: int | None = None
+        #: the highest revision the watch delivered
+        self._seen_rev = 0
+        #: ``store.writes`` just before the last read began, and when that read was done (monotonic)
+        self._writes_at_read = -1
+        self._read_at = 0.0
+        self._have_read = asyncio.Event()
+        #: the last cycle found nothing to do and nothing pending (the loop then wakes every IDLE_WAKE)
+        self._idle = False
         self._stats: dict[str, float] = {"lease_renew_seconds": 0.0, "store_request_seconds": 0.0, "fences": 0}
         self.on_cycle: list[Callable[[], Awaitable[None] | None]] = []
 
@@ -249,9 +272,9 @@ class Agent:
         if rec.sha256 != mine:
             raise ConfigError([(
                 self.config.source,
-                f"differs from the config applied to cluster {self.config.cluster.name} (version {rec.version}, "
-                f"by {rec.by}): run `kagemusha config diff {self.config.source}`, then `kagemusha config apply` "
-                "it, or start the agent with --apply",
+                (f"differs from the config applied to cluster {self.config.cluster.name} (version {rec.version}, "
+                 f"by {rec.by}): run `kagemusha config diff {self.config.source}`, then `kagemusha config apply` "
+                 "it, or start the agent with --apply"),
             )])
         self.config_sha, self.config_version = rec.sha256, rec.version
         self._keep_applied(rec.to_value())
@@ -294,6 +317,7 @@ class Agent:
         wanted = {g.name: g for g in new.groups if self.node in g.nodes}
         for name, rt in list(self.groups.items()):
             if name not in wanted:
+                self._replacements.pop(name, None)
                 rt.retiring = True
                 if rt.local == LocalState.STOPPED and rt.worker is None:
                     del self.groups[name]
@@ -309,11 +333,9 @@ class Agent:
                 continue
             rt = cur
             if rt.spec.resources != spec.resources:
-                if rt.local == LocalState.STOPPED and rt.worker is None:
-                    self.groups[name] = fresh
-                else:
-                    self._spawn(rt, self._replace(rt, fresh))
+                self._replacements[name] = fresh
             else:
+                self._replacements.pop(name, None)
                 rt.spec = spec
                 # Monitors are rebuilt from the new spec (interval, timeout, ...); counts of kept ones stay.
                 old_mons = {m.spec.name: m for m in rt.monitors}
@@ -325,6 +347,27 @@ class Agent:
                 if rt.local == LocalState.RUNNING and rt.worker is None:
                     await self._cancel_monitors(rt)
                     self._start_monitors(rt)
+        self._apply_replacements()
+
+    def _apply_replacements(self) -> None:
+        """Groups whose resources a config apply changed: the new definition replaces the old once it is stopped.
+
+        A running one is stopped in place first (``_replace``). NB: the replacement stays pending until the
+        old definition is stopped, whoever stops it: a fence may cancel the ``_replace`` worker (found by
+        the simulation: the node then ran the old resource set for good).
+        """
+        for name, fresh in list(self._replacements.items()):
+            rt = self.groups.get(name)
+            if rt is None or rt.retiring:
+                del self._replacements[name]
+            elif rt.worker is not None:
+                continue
+            elif rt.local == LocalState.STOPPED:
+                del self._replacements[name]
+                fresh.env = rt.env
+                self.groups[name] = fresh
+            elif rt.local == LocalState.RUNNING:
+                self._spawn(rt, self._replace(rt))
 
     async def _stop_in_place(self, rt: GroupRuntime) -> bool:
         """Stop a group's monitors and resources without releasing it. False (STOP_FAILED) if a stop failed."""
@@ -338,11 +381,13 @@ class Agent:
         rt.local = LocalState.STOPPED
         return True
 
-    async def _replace(self, rt: GroupRuntime, fresh: GroupRuntime) -> None:
+    async def _replace(self, rt: GroupRuntime) -> None:
         """Resources of a running group changed: stop it with the old definition; the new one starts."""
         if await self._stop_in_place(rt):
-            fresh.env = rt.env
-            self.groups[rt.name] = fresh
+            fresh = self._replacements.pop(rt.name, None)
+            if fresh is not None and self.groups.get(rt.name) is rt:
+                fresh.env = rt.env
+                self.groups[rt.name] = fresh
 
     async def _cancel_monitors(self, rt: GroupRuntime) -> None:
         tasks, rt.monitor_tasks = rt.monitor_tasks, []
@@ -351,7 +396,7 @@ class Agent:
         for t in tasks:
             try:
                 await t
-            except (asyncio.CancelledError, Exception):
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001, S110 - a cancelled monitor's end is not news
                 pass
 
     # -- lease ----------------------------------------------------------------
@@ -572,26 +617,54 @@ class Agent:
     # -- observe / decide / act -------------------------------------------------
 
     async def _watcher(self) -> None:
-        """Kick the decision loop when anything under the cluster's root changes."""
+        """Kick the decision loop when anything under the cluster's root changes.
+
+        The watch starts from the revision of the last read + 1, so together with that read it covers
+        every change; ``_watch_from`` says so to ``_snapshot_current`` while the watch runs.
+        """
+        await self._have_read.wait()
         while not self._done.is_set():
+            start = self.snapshot.revision + 1
+            self._watch_from = start
             try:
-                async for _ in self.records.watch():
+                async for ev in self.records.watch(start_revision=start):
+                    self._seen_rev = max(self._seen_rev, ev.revision)
                     self._kick.set()
             except StoreUnavailable:
-                await self.clock.sleep(self.config.cluster.heartbeat_interval)
+                pass
+            finally:
+                self._watch_from = None
+            self._kick.set()  # read again: changes may have been missed while the watch was broken
+            await self.clock.sleep(self.config.cluster.heartbeat_interval)
+
+    def _snapshot_current(self) -> bool:
+        """True when the last read still shows the store as it is: no change since, by the watch or by us.
+
+        That is: a watch runs from no later than the read's revision + 1 and delivered nothing newer than
+        it, this agent wrote nothing since the read began (its own writes reach its watch a moment later),
+        and the read is less than ``RESYNC_EVERY`` old.
+        """
+        snap = self.snapshot
+        return (
+            self._watch_from is not None and self._watch_from <= snap.revision + 1
+            and self._seen_rev <= snap.revision
+            and self.store.writes == self._writes_at_read
+            and self.clock.monotonic() - self._read_at < RESYNC_EVERY
+        )
 
     async def _decision_loop(self) -> None:
         c = self.config.cluster
         while not self._done.is_set():
             try:
-                await asyncio.wait_for(self._kick.wait(), c.heartbeat_interval)
+                await asyncio.wait_for(self._kick.wait(), IDLE_WAKE if self._idle else c.heartbeat_interval)
             except TimeoutError:
                 pass
+            kicked = self._kick.is_set()
             self._kick.clear()
             if self._fence_now:
                 await self._leave_fenced(self._fence_now)
                 return
-            await self._cycle()
+            await self._cycle(read=kicked or not self._snapshot_current())
             for cb in self.on_cycle:
                 r = cb()
                 if r is not None:
@@ -627,17 +700,25 @@ class Agent:
         )
         return not busy and (not owned or self.lease_id is None)
 
-    async def _cycle(self) -> None:
+    async def _cycle(self, *, read: bool = True) -> None:
+        """Decide and act once; with ``read`` (else the last snapshot is current) from a fresh read."""
         c = self.config.cluster
         t0 = self.clock.monotonic()
+        self._idle = False
+        self._apply_replacements()
         epochs = {name: rt.epoch for name, rt in self.groups.items()}
-        try:
-            self.snapshot = await asyncio.wait_for(self.records.snapshot(), c.store_timeout)
-        except (StoreUnavailable, TimeoutError) as exc:
-            self._note("store", f"cannot read the store: {exc or 'timeout'}")
-            return
-        self._stats["store_request_seconds"] = self.clock.monotonic() - t0
-        await self._maybe_reconfigure(self.snapshot.config)
+        if read:
+            writes = self.store.writes
+            try:
+                self.snapshot = await asyncio.wait_for(self.records.snapshot(), c.store_timeout)
+            except (StoreUnavailable, TimeoutError) as exc:
+                self._writes_at_read = -1
+                self._note("store", f"cannot read the store: {exc or 'timeout'}")
+                return
+            self._writes_at_read, self._read_at = writes, self.clock.monotonic()
+            self._have_read.set()
+            self._stats["store_request_seconds"] = self._read_at - t0
+            await self._maybe_reconfigure(self.snapshot.config)
         if self._fencing_all:
             return  # the fence owns every group until it is proven
         view = self.build_view(self.snapshot)
@@ -648,6 +729,14 @@ class Agent:
             if rt is not None and rt.epoch != epochs.get(rt.name, -1) and action.kind != ActionKind.FENCE_GROUP:
                 continue  # a worker finished after the snapshot was read: decide again from fresh data
             await self._execute(action)
+        # Idle: nothing decided, nothing waited for (a note is a wait: startup wait, no eligible node, ...),
+        # the lease usable, every group at rest. Only a change (a kick) or time can alter the next plan then;
+        # what time alters here (failure marks expiring) may wait up to IDLE_WAKE.
+        self._idle = (
+            not plan.actions and not plan.notes and view.has_lease and not self.leaving and not self._replacements
+            and all(rt.worker is None and rt.request is None and rt.local in (LocalState.RUNNING, LocalState.STOPPED)
+                    for rt in self.groups.values())
+        )
 
     def build_view(self, snap: Snapshot) -> ClusterView:
         groups = []
@@ -806,7 +895,7 @@ class Agent:
             task.cancel()
             try:
                 await task
-            except (asyncio.CancelledError, Exception):
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001, S110 - its guard logged a crash already
                 pass
         rt.worker = None
 
@@ -896,7 +985,7 @@ class Agent:
                 ok, detail = res.ok, res.detail
             except TimeoutError:
                 ok, detail = False, f"no answer within timeout {spec.timeout:g}s"
-            except Exception as exc:  # a monitor that raises counts as failed
+            except Exception as exc:  # noqa: BLE001 - a monitor that raises counts as failed
                 ok, detail = False, f"monitor error: {exc}"
             changed = ms.last_ok is not ok
             ms.last_ok, ms.last_detail, ms.last_at = ok, detail, self.clock.time()

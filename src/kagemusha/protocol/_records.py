@@ -56,9 +56,9 @@ class ClusterRecords:
         kvs, rev = await self.store.get_prefix(self.keys.root)
         return parse_snapshot(kvs, rev, self.keys.root)
 
-    def watch(self) -> AsyncIterator[WatchEvent]:
-        """Every change under the cluster's root (see ``Store.watch``)."""
-        return self.store.watch(self.keys.root)
+    def watch(self, start_revision: int | None = None) -> AsyncIterator[WatchEvent]:
+        """Every change under the cluster's root, from ``start_revision`` on when given (see ``Store.watch``)."""
+        return self.store.watch(self.keys.root, start_revision=start_revision)
 
     async def config_record(self) -> KeyValue | None:
         return await self.store.get(self.keys.config)

@@ -21,7 +21,7 @@ import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, Self
 
 __all__ = [
     "KeyValue",
@@ -194,7 +194,7 @@ class Store(abc.ABC):
     async def close(self) -> None:
         """Release connections and threads. Leases are not revoked."""
 
-    async def __aenter__(self) -> Store:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from kagemusha.errors import ConfigError
 from kagemusha.store._base import Store
 
-__all__ = ["open_store", "open_cluster_store", "parse_store_url", "StoreURL", "BACKENDS"]
+__all__ = ["BACKENDS", "StoreURL", "open_cluster_store", "open_store", "parse_store_url"]
 
 # Backends by URL scheme, imported lazily so the etcd client is only loaded when used.
 BACKENDS: dict[str, str] = {
@@ -34,8 +34,7 @@ def parse_store_url(url: str) -> StoreURL:
     """
     if url.startswith("local:"):
         path = url[len("local:"):]
-        if path.startswith("//"):
-            path = path[2:]
+        path = path.removeprefix("//")
         if not path:
             raise ConfigError('expected "local:/path/to/store.db", got no path')
         return StoreURL("local", path=path)

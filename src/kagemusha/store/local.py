@@ -14,8 +14,18 @@ zero at boot, so every lease also records the kernel's boot id
 (``/proc/sys/kernel/random/boot_id``) and a lease of another boot is expired:
 otherwise a lease would outlive a reboot by the previous uptime
 (``tests/store/test_local_boot.py``). Expired leases are reaped, with delete
-events, at the start of every operation and every watch poll, so an expiry is
-seen within one poll of any client.
+events, at the start of every operation and every watch poll.
+
+Watches: every write that adds events (a key changed) then writes one byte to
+the signal file ``<db>-events`` next to the database; a watch polls the event
+table when that file is written (inotify on the directory,
+``_inotify.FileChanges``), at the earliest lease expiry (so a dead node's keys
+are deleted, and their delete events delivered, at the instant its lease
+expires, not a poll later), and at least every ``WATCH_IDLE_POLL``. Lease
+renewals change no key and wake no watch (they are most of an idle cluster's
+commits). Without inotify a watch polls every ``WATCH_POLL``. NB: a writer
+killed between its commit and the signal delays that change for watchers by up
+to ``WATCH_IDLE_POLL``; nothing is lost (the next poll reads it).
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from typing import Any, TypeVar
 
 from kagemusha.errors import LeaseExpired, StoreUnavailable
 from kagemusha.store._base import KeyValue, Lease, Store, StoreCapabilities, WatchEvent, WatchEventType
+from kagemusha.store._inotify import FileChanges
 
 __all__ = ["LocalStore"]
 
@@ -50,7 +61,12 @@ INSERT OR IGNORE INTO meta VALUES ('compacted', 0);
 
 #: Events kept for watches that resume; older ones are compacted away.
 EVENTS_KEPT = 20000
+#: How often a watch polls when it has no inotify wake-up (not Linux, or inotify instances used up).
 WATCH_POLL = 0.02
+#: How often a watch with inotify polls all the same (a safety net; every commit wakes it anyway).
+WATCH_IDLE_POLL = 1.0
+#: A watch wakes this long after a lease's expiry (the expiry must have passed when the reap compares).
+EXPIRY_WAKE_LATE = 0.0002
 
 
 def current_boot_id() -> str:
@@ -81,6 +97,8 @@ class LocalStore(Store):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kagemusha-store")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        #: the current write transaction added events (``_signal`` after its commit)
+        self._bumped = False
 
     @classmethod
     def from_url(cls, url: Any, *, timeout: float = 1.0, **_: Any) -> LocalStore:
@@ -133,17 +151,40 @@ class LocalStore(Store):
 
     def _write(self, conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
         conn.execute("BEGIN IMMEDIATE")
+        self._bumped = False
         try:
             self._reap(conn)
             result = body(conn)
             conn.execute("COMMIT")
-            return result
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        if self._bumped:
+            self._signal()
+        return result
+
+    @property
+    def signal_path(self) -> str:
+        """The file a write that changed keys writes to, to wake every watch (see the module's docstring)."""
+        return self.path + "-events"
+
+    def _signal(self) -> None:
+        """Wake the watches of every process: one byte written to the signal file (an inotify ``IN_MODIFY``).
+
+        NB: opened for each signal, not kept open: a file deleted and made again is still the one watched.
+        """
+        try:
+            fd = os.open(self.signal_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.pwrite(fd, b"\0", 0)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # watches then see the change at their next poll (WATCH_IDLE_POLL at the latest)
 
     def _bump(self, conn: sqlite3.Connection) -> int:
+        self._bumped = True
         conn.execute("UPDATE meta SET v = v + 1 WHERE k='revision'")
         rev: int = conn.execute("SELECT v FROM meta WHERE k='revision'").fetchone()[0]
         if rev % 1000 == 0:
@@ -290,20 +331,37 @@ class LocalStore(Store):
         if nxt < compacted:
             raise StoreUnavailable(f"local store {self.path}: revision {nxt} has been compacted (oldest {compacted})")
 
-        def poll(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+        def poll(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], float | None]:
             self._maybe_reap(conn)
-            return conn.execute(
+            rows = conn.execute(
                 "SELECT rev, type, key, value FROM events WHERE rev >= ? AND key >= ? AND key < ? ORDER BY rev",
                 (nxt, prefix, _prefix_end(prefix)),
             ).fetchall()
+            soonest: float | None = conn.execute("SELECT MIN(expires) FROM leases").fetchone()[0]
+            return rows, soonest
 
-        while True:
-            rows = await self._run(poll)
-            for rev, typ, key, value in rows:
-                nxt = rev + 1
-                yield WatchEvent(type=WatchEventType(typ), key=key, value=value, revision=rev)
-            if not rows:
-                await asyncio.sleep(WATCH_POLL)
+        # NB: the change signal is opened before the first poll, so a commit after that poll wakes the wait.
+        changes = FileChanges.open(self.signal_path)
+        try:
+            while True:
+                rows, soonest = await self._run(poll)
+                for rev, typ, key, value in rows:
+                    nxt = rev + 1
+                    yield WatchEvent(type=WatchEventType(typ), key=key, value=value, revision=rev)
+                if rows:
+                    continue
+                wait = WATCH_POLL if changes is None else WATCH_IDLE_POLL
+                if soonest is not None:
+                    # A lease's expiry deletes its keys without anyone writing: wake at that instant and reap
+                    # it (the expiry is in this store's clock, which runs with the loop's; NB: never a hot loop).
+                    wait = min(wait, max(soonest - self._clock(), 0.0) + EXPIRY_WAKE_LATE)
+                if changes is None:
+                    await asyncio.sleep(wait)
+                else:
+                    await changes.wait(wait)
+        finally:
+            if changes is not None:
+                changes.close()
 
     async def close(self) -> None:
         if self._closed:
