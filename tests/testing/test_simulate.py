@@ -151,6 +151,12 @@ AGENT_BUGS = {
         "is never reset and runs the group past its lease while the standby starts it"),
         "seed=wd:1 nodes=2 groups=1 preset=wd | 2.500 crash n1; 5.300 hang n2 dur=4.000; 6.000 rejoin n1",
     ),
+    "apply-while-an-agent-starts": (
+        ("a `config apply` that rewrote cluster.toml while an agent started: the agent compared the stored config "
+         "with the file as it read it then (new) but ran the config it had parsed before (old), took both for "
+         "the same and never applied the change (the group ran the old resources for good; a liveness break)"),
+        "seed=5:1500 nodes=2 groups=2 preset=retry | 1.356 agent-crash n1; 2.221 rejoin n1; 2.221 apply mode=res",
+    ),
 }
 
 

@@ -277,7 +277,22 @@ class Agent:
                  "it, or start the agent with --apply"),
             )])
         self.config_sha, self.config_version = rec.sha256, rec.version
+        if not self._runs_text(text):
+            # NB: the file changed between the parse of self.config and this read (a `config apply` at that
+            # moment): the sha just compared is not the running config's. Forgotten, so the stored config is
+            # applied as a change at the first read (found by the simulation: the change was lost for good).
+            self.config_sha = ""
         self._keep_applied(rec.to_value())
+
+    def _runs_text(self, text: str) -> bool:
+        """Whether the running config is what ``text`` says (same content as far as the agent is concerned)."""
+        from kagemusha.config._stored import StoredConfig, parse_stored, summarize_diff
+
+        try:
+            other = parse_stored(StoredConfig.new(text, 0, "file"), local_path=self.config.source)
+        except (ConfigError, ValueError, KeyError, TypeError):
+            return False
+        return not summarize_diff(self.config, other)
 
     def _keep_applied(self, value: str) -> None:
         """Keep the applied config where the supervisor reads it without the store (its fence after a crash)."""
