@@ -286,13 +286,14 @@ class Agent:
 
     def _runs_text(self, text: str) -> bool:
         """Whether the running config is what ``text`` says (same content as far as the agent is concerned)."""
-        from kagemusha.config._stored import StoredConfig, parse_stored, summarize_diff
+        from kagemusha.config._stored import StoredConfig, parse_stored
 
         try:
             other = parse_stored(StoredConfig.new(text, 0, "file"), local_path=self.config.source)
         except (ConfigError, ValueError, KeyError, TypeError):
             return False
-        return not summarize_diff(self.config, other)
+        mine = self.config
+        return (other.cluster, other.nodes, other.groups) == (mine.cluster, mine.nodes, mine.groups)
 
     def _keep_applied(self, value: str) -> None:
         """Keep the applied config where the supervisor reads it without the store (its fence after a crash)."""

@@ -533,6 +533,7 @@ class _Run:
         self.w = World(loop, random.Random(f"{s.setup.seed}:run"), client_timeout=self.p.store_timeout,
                        root=root_of("sim"), owner_of=owner_of)
         self.agents: dict[str, Proc] = {}
+        self.supervisor_fences: dict[str, asyncio.Task[Any]] = {}  # node -> its last supervisor fence
         self.ctl = self.w.new_proc("", "ctl")
         self.write_config(self.cfg_dict)
         # As after the first `kagemusha config apply`: agents find their file applied and start at once.
@@ -563,6 +564,12 @@ class _Run:
         cur = self.agents.get(node)
         if cur is not None and not cur.dead:
             return
+        fencing = self.supervisor_fences.get(node)
+        if fencing is not None and not fencing.done():
+            # NB: the agent's supervisor fences after its child died and only then exits; the service
+            # manager starts the next agent after that (one unit): never while the old fence still runs.
+            fencing.add_done_callback(lambda _t: self.start_agent(node))
+            return
         cfg = self.config()
         p = self.w.new_proc(node, "agent")
         p.config = cfg
@@ -592,7 +599,8 @@ class _Run:
         """``_supervisor.supervise`` after the agent exited: fence with the config it loaded at start and
         the one the agent last applied (the agent keeps it in its state directory)."""
         sup = self.w.new_proc(agent.node, "supervisor")
-        self.spawn(sup, self._fence_node(agent.config, agent.node, also=agent.agent.config))
+        self.supervisor_fences[agent.node] = self.spawn(
+            sup, self._fence_node(agent.config, agent.node, also=agent.agent.config))
 
     async def _fence_node(self, config: Any, node: str, also: Any = None) -> None:
         # kagemusha._supervisor.fence_node minus its thread for the tag sweep: the stand-ins leave no
