@@ -756,7 +756,7 @@ def main() -> int:
         tools = ["keepalived"] if mode in KEEPALIVED_MODES else ["etcd"] if mode.startswith("kagemusha-etcd-") else []
         part = {**part, "run_seconds_all_modes": seconds, "modes_in_this_run": modes}
         save("failover_netns", "modes", {mode: part}, metadata(args.runs, tools=tools, commit_info=code), about={
-            "client": "GET / to the VIP every 10 ms, new connection each, 0.2 s timeout",
+            "client": "GET / to the VIP every 10 ms, each in a thread of its own (new connection, 2 s timeout)",
             "outage": "last client success before the crash to first success from the survivor",
             "move_outage": "planned move: the client's longest gap between two successes, from the last success "
                            "before the `group move` command to the first success from the target "

@@ -222,7 +222,8 @@ def part_etcd(tmp: Path, agents: list[int], groups: list[int], idle: float, sett
             for gcount in groups:
                 key = f"{a}x{gcount}"
                 nodes = tuple(f"n{i + 1}" for i in range(a))
-                c = LocalCluster(tmp / f"etcd-{key}", nodes=nodes, cluster={"store": etcd.endpoints,
+                # NB: a test etcd on loopback, without TLS or auth: said so, as the config requires
+                c = LocalCluster(tmp / f"etcd-{key}", nodes=nodes, cluster={"store": etcd.endpoints, "insecure_store": True,
                                                                            "name": f"scale{a}x{gcount}", **ETCD_TIMERS})
                 c.groups = [{"name": f"g{j}", "nodes": list(nodes[j % a:] + nodes[:j % a])} for j in range(gcount)]
                 c.write_config()
