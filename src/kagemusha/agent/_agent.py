@@ -25,6 +25,7 @@ retried, and the watchdog is no longer fed once the fence stops making progress.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -161,6 +162,8 @@ class Agent:
                 loop.add_signal_handler(sig, self.request_leave, f"signal {signal.Signals(sig).name}")
             except (NotImplementedError, RuntimeError, ValueError):
                 pass
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGUSR1, self.dump_tasks)
         Path(self.config.state_dir_of(self.node)).mkdir(parents=True, exist_ok=True)
         # NB: probe before anything that may refuse to start (a config that differs from the applied
         # one exits 2): leftovers of a previous run are fenced whatever happens next.
@@ -189,6 +192,15 @@ class Agent:
             await self._shutdown()
         log.info("agent stopped", extra={"kv": {"reason": self.stop_reason or "left"}})
         return 1 if self.fenced_reason and not self.leaving else 0
+
+    def dump_tasks(self) -> None:
+        """SIGUSR1: log where every task of the agent waits (for an agent that does not do what it should)."""
+        import io
+
+        for task in asyncio.all_tasks():
+            buf = io.StringIO()
+            task.print_stack(limit=12, file=buf)
+            log.warning("task", extra={"kv": {"task": task.get_name(), "stack": buf.getvalue()}})
 
     def request_leave(self, why: str = "requested") -> None:
         """Graceful leave (SIGTERM): stop own groups, release them, revoke the lease, exit.
@@ -644,6 +656,8 @@ class Agent:
             self._watch_from = start
             try:
                 async for ev in self.records.watch(start_revision=start):
+                    if self._done.is_set():
+                        break  # NB: leaving: never rely on cancellation alone to end this loop
                     self._seen_rev = max(self._seen_rev, ev.revision)
                     self._kick.set()
             except StoreUnavailable:

@@ -136,12 +136,19 @@ class FileChanges:
             if self._loop is None:
                 loop.add_reader(self._fd, self._readable)
                 self._loop = loop
-            self._waiter = loop.create_future()
+            waiter = self._waiter = loop.create_future()
+            # NB: a timer, not asyncio.wait_for: on Python 3.11 wait_for swallows a cancellation that comes
+            # as the waiter completes (the agent's own revoke at leave writes the file just then), and the
+            # agent's task group then waited forever for its watcher (uninstall found the agent hung).
+            def expire() -> None:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+            timer = loop.call_later(timeout, expire)
             try:
-                await asyncio.wait_for(self._waiter, timeout)
-            except TimeoutError:
-                pass
+                await waiter
             finally:
+                timer.cancel()
                 self._waiter = None
         changed, self._changed = self._changed, False
         return changed

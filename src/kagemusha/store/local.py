@@ -144,8 +144,10 @@ class LocalStore(Store):
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(self._executor, call)
         try:
-            # busy_timeout bounds the lock wait; this bounds everything else (slow disk).
-            return await asyncio.wait_for(asyncio.shield(fut), self.timeout * 2 + 0.5)
+            # busy_timeout bounds the lock wait; this bounds everything else (slow disk). NB: asyncio.timeout,
+            # not wait_for, which on Python 3.11 can swallow a cancellation that comes as the call completes.
+            async with asyncio.timeout(self.timeout * 2 + 0.5):
+                return await asyncio.shield(fut)
         except TimeoutError as exc:
             raise StoreUnavailable(f"local store {self.path}: request timed out") from exc
 
