@@ -163,8 +163,10 @@ import sys, time
 from kagemusha.testing.netns import Harness
 h = Harness(["n1"]).start()
 h.popen("n1", ["sleep", "600"])
-print(h.prefix, flush=True)
 with h:
+    # NB: said from inside the with block, so the parent's signal never lands half-way into it (a
+    # SIGINT between the print and the with hung the child's teardown once in a fresh-clone run)
+    print(h.prefix, flush=True)
     time.sleep(600)
 """
 
