@@ -8,7 +8,9 @@ NB: the names are imported when first used (PEP 562): ``kagemusha status`` on th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from kagemusha._lazy import lazy_names
 
 if TYPE_CHECKING:
     from kagemusha.control._config import apply_config, changes_from, read_stored_config
@@ -24,15 +26,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _WHERE, globals())
 
 
 __all__ = [

@@ -23,7 +23,9 @@ clear line) or :class:`~kagemusha.errors.ConfigError` (properties: each error na
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from kagemusha._lazy import lazy_names
 
 if TYPE_CHECKING:
     from kagemusha.domains._client import resolve_name
@@ -85,15 +87,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _WHERE, globals())
 
 
 __all__ = [
