@@ -172,8 +172,15 @@ def commits_of(doc: Any) -> list[str]:
 
 
 def stamp(doc: dict[str, Any]) -> dict[str, Any]:
-    """Say at the top of a results file which commits produced it (each part keeps its own record)."""
-    doc["commits"] = commits_of(doc)
+    """Say at the top of a results file which commits produced it (each part keeps its own record).
+
+    NB: the list is the file's first key, so that it is what a reader (or a tool reading the head of
+    the file) sees first; a dict keeps insertion order, so the other keys are put back after it.
+    """
+    commits = commits_of(doc)
+    rest = {k: v for k, v in doc.items() if k != "commits"}
+    doc.clear()
+    doc.update({"commits": commits, **rest})
     return doc
 
 

@@ -30,6 +30,7 @@ def test_every_part_of_a_results_file_carries_its_record(path: Path) -> None:
     from bench._results import commits_of
 
     assert doc.get("commits") and doc["commits"] == commits_of(doc), f"{path.name}: no list of the commits at the top"
+    assert next(iter(doc)) == "commits", f"{path.name}: the list of commits is not the file's first key"
     # "timers": the fault campaign's constant settings, not a part
     sections = {k: v for k, v in doc.items()
                 if k not in ("benchmark", "about", "timers", "commits") and isinstance(v, dict)}
