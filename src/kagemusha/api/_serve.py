@@ -11,13 +11,13 @@ the agent, and with it the node's groups, down.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import uvicorn
 
+from kagemusha._uvicorn import EventServer
 from kagemusha.api._app import create_app
 from kagemusha.api._auth import resolve_path
 
@@ -33,41 +33,10 @@ log = logging.getLogger("kagemusha.api")
 RETRY_SECONDS = 5.0
 
 
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to the agent and ticks once a second.
+class _Server(EventServer):
+    """The agent's API server: ticks once a second (its Date header), closed at once when the agent goes."""
 
-    NB: uvicorn's own loop wakes every 0.1 s to refresh its Date header (once a second) and to look at
-    ``should_exit``; in an idle agent that was 0.15-0.2 % of a core, a fifth of the agent's 1 % budget
-    (bench/scale.py). Here the tick comes once a second and ``should_exit`` wakes the loop at once.
-    """
-
-    _exit_event: asyncio.Event | None = None
-    _exit_flag = False
-
-    @property
-    def should_exit(self) -> bool:
-        return self._exit_flag
-
-    @should_exit.setter
-    def should_exit(self, value: bool) -> None:
-        self._exit_flag = value
-        if value and self._exit_event is not None:
-            self._exit_event.set()
-
-    async def main_loop(self) -> None:
-        self._exit_event = asyncio.Event()
-        counter = 0
-        while not await self.on_tick(counter):
-            counter = (counter + 10) % 864000  # NB: a multiple of 10: on_tick refreshes the Date header
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._exit_event.wait(), 1.0)
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:  # uvicorn >= 0.29
-        yield
-
-    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
-        return
+    tick = 1.0
 
     def close_now(self) -> None:
         """Stop listening and drop every connection (the agent is going away; nothing waits for clients)."""

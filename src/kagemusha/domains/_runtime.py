@@ -74,34 +74,11 @@ def quiet_server(app: Any) -> Any:
     NB: uvicorn's own loop looks at ``should_exit`` every 0.1 s and sleeps 0.1 s more in its
     shutdown; for the domain's small APIs (no lifespan, short requests) an event does.
     """
-    import asyncio
-    import contextlib
-    from collections.abc import Iterator
-
     import uvicorn
 
-    class _Server(uvicorn.Server):
-        _exit: asyncio.Event | None = None
+    from kagemusha._uvicorn import EventServer
 
-        @property
-        def should_exit(self) -> bool:
-            return self._exit is not None and self._exit.is_set()
-
-        @should_exit.setter
-        def should_exit(self, value: bool) -> None:
-            if self._exit is None:
-                self._exit = asyncio.Event()
-            if value:
-                self._exit.set()
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
-
-        async def main_loop(self) -> None:
-            assert self._exit is not None
-            await self._exit.wait()
-
+    class _Server(EventServer):
         async def shutdown(self, sockets: list[Any] | None = None) -> None:
             for server in self.servers:
                 server.close()
