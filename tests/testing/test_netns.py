@@ -159,13 +159,16 @@ def test_teardown_on_failure_removes_everything() -> None:
 
 
 CHILD = """
-import sys, time
+import signal, sys, time
 from kagemusha.testing.netns import Harness
+# Ctrl-C as a terminal delivers it: a process started in the background of a shell without job
+# control inherits SIGINT ignored (and Python then keeps it ignored), so a test run started that way
+# sent its SIGINT into the void and waited 20 s for a teardown that was never asked for.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 h = Harness(["n1"]).start()
 h.popen("n1", ["sleep", "600"])
 with h:
-    # NB: said from inside the with block, so the parent's signal never lands half-way into it (a
-    # SIGINT between the print and the with hung the child's teardown once in a fresh-clone run)
+    # NB: said from inside the with block, so the parent's signal never lands half-way into it
     print(h.prefix, flush=True)
     time.sleep(600)
 """
