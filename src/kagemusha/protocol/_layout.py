@@ -14,10 +14,17 @@ Keys (under ``/kagemusha/<cluster>/``)::
     groups/<g>/last                      {"node", "clean", "at", "reason"}     FAILOVER vs START
     groups/<g>/failures/<node>           {"at", "reason"}                      node exclusion
     groups/<g>/failovers                 {"times": [...]}                      failover_limit
-    groups/<g>/status                    {"node", "state", "resources", "monitors", "reason", "at"}
+    groups/<g>/status/<node>             {"node", "local", "resources", "monitors", "reason", "at"}
+                                                                           each node's own (*)
     suspend/<g>/<monitor>                {"by", "at"}                          monitor suspended
     events/<time_ns>-<node>              {"at", "node", "group", "kind", "reason", "by"}
     procedure/built/<node>               {"node", "at", "plan"}                `kagemusha build` done
+
+(*) One status key per node, never shared: a node that lets a group go writes its last word
+("stopped") after its release, when the next owner may already have written "running"; on one
+shared key the late word hid the owner's (the group showed "starting" until the owner wrote again).
+The group's status is its owner's record; without an owner, the newest one (which says why).
+A ``groups/<g>/status`` key of an older version is read as its node's record.
 """
 
 from __future__ import annotations
@@ -64,8 +71,11 @@ class Keys:
         return f"{self.root}events/{at_ns:020d}-{source}"
 
     def group(self, group: str, what: str) -> str:
-        """``owner``, ``target``, ``move``, ``last``, ``failovers``, ``status``."""
+        """``owner``, ``target``, ``move``, ``last``, ``failovers``."""
         return f"{self.root}groups/{group}/{what}"
+
+    def status(self, group: str, node: str) -> str:
+        return f"{self.root}groups/{group}/status/{node}"
 
     def failures(self, group: str) -> str:
         return f"{self.root}groups/{group}/failures/"
@@ -101,7 +111,15 @@ class GroupRecords:
     last: LastRun | None = None
     failures: list[FailureMark] = field(default_factory=list)
     failovers: list[float] = field(default_factory=list)
-    status: dict[str, Any] = field(default_factory=dict)
+    #: each node's own status record of the group, by node
+    statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def status(self) -> dict[str, Any]:
+        """The owner's status record; without an owner the newest one; ``{}`` when there is none."""
+        if self.owner is not None:
+            return self.statuses.get(self.owner.node, {})
+        return max(self.statuses.values(), key=_at, default={})
 
     def view(self, name: str, autostart: bool) -> GroupView:
         return GroupView(
@@ -129,6 +147,11 @@ class Snapshot:
 
     def group(self, name: str) -> GroupRecords:
         return self.groups.setdefault(name, GroupRecords())
+
+
+def _at(record: dict[str, Any]) -> float:
+    at = record.get("at")
+    return float(at) if isinstance(at, (int, float)) else 0.0
 
 
 def parse_snapshot(kvs: list[KeyValue], revision: int, root: str) -> Snapshot:
@@ -171,7 +194,9 @@ def parse_snapshot(kvs: list[KeyValue], revision: int, root: str) -> Snapshot:
                 g.failures.append(FailureMark(node=parts[3], at=float(data.get("at", 0.0)), reason=str(data.get("reason", ""))))
             elif what == "failovers":
                 g.failovers = [float(t) for t in data.get("times", []) if isinstance(t, (int, float))]
-            elif what == "status":
-                g.status = data
+            elif what == "status" and len(parts) == 4:
+                g.statuses[parts[3]] = data
+            elif what == "status" and len(parts) == 3 and isinstance(data.get("node"), str):
+                g.statuses.setdefault(data["node"], data)  # NB: an older version's one shared key
     snap.events.sort(key=lambda e: e.get("at", 0.0))
     return snap

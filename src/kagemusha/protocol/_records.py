@@ -152,7 +152,9 @@ class ClusterRecords:
     # -- status and events ------------------------------------------------------------------
 
     async def write_status(self, group: str, record: dict[str, Any]) -> None:
-        await self.store.put(self.keys.group(group, "status"), json.dumps({**record, "at": self.clock.time()}))
+        """The status record of ``record["node"]`` (each node has its own key: see ``_layout``)."""
+        key = self.keys.status(group, str(record["node"]))
+        await self.store.put(key, json.dumps({**record, "at": self.clock.time()}))
 
     async def record_event(self, group: str | None, kind: str, reason: str, *, node: str | None = None) -> None:
         """Append one event (``kagemusha status`` and the web UI's event list read them)."""
