@@ -40,6 +40,8 @@ import psutil
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from kagemusha._aio import within
+
 __all__ = [
     "CommandResult",
     "Holder",
@@ -298,7 +300,7 @@ async def arp_probe(ifname: str, address: IPv4Address, *, count: int = 3, timeou
                 return None
             wait = min([deadline, *sends[:1]]) - now
             try:
-                data, addr = await asyncio.wait_for(loop.sock_recvfrom(sock, 128), wait)
+                data, addr = await within(loop.sock_recvfrom(sock, 128), wait)
             except TimeoutError:
                 continue
             if addr[2] == _PACKET_OUTGOING or len(data) < 42:

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from kagemusha._aio import within
 from kagemusha._clock import Clock, SystemClock
 from kagemusha.agent._groups import GroupRuntime, StopFailed
 from kagemusha.cluster import (
@@ -439,8 +440,8 @@ class Agent:
     async def _grant(self) -> None:
         c = self.config.cluster
         sent = self.clock.monotonic()
-        lease = await asyncio.wait_for(self.store.grant_lease(c.heartbeat_timeout), c.store_timeout)
-        await asyncio.wait_for(
+        lease = await within(self.store.grant_lease(c.heartbeat_timeout), c.store_timeout)
+        await within(
             self.records.join(self.node, lease=lease.id, address=self.config.node(self.node).address, pid=os.getpid()),
             c.store_timeout,
         )
@@ -450,7 +451,7 @@ class Agent:
         # across its restarts): we fenced, so release them now rather than wait for their expiry.
         for old in list(self._stale_leases):
             try:
-                await asyncio.wait_for(self.store.revoke(old), c.store_timeout)
+                await within(self.store.revoke(old), c.store_timeout)
                 self._stale_leases.discard(old)
             except (StoreUnavailable, TimeoutError):
                 pass
@@ -491,7 +492,7 @@ class Agent:
                     await self._lose_lease(lease, "cannot renew the lease in time")
                     break
                 try:
-                    ttl = await asyncio.wait_for(self.store.keepalive(lease), c.store_timeout)
+                    ttl = await within(self.store.keepalive(lease), c.store_timeout)
                 except LeaseExpired:
                     await self._lose_lease(lease, "lease expired at the store")
                     break
@@ -686,7 +687,7 @@ class Agent:
         c = self.config.cluster
         while not self._done.is_set():
             try:
-                await asyncio.wait_for(self._kick.wait(), IDLE_WAKE if self._idle else c.heartbeat_interval)
+                await within(self._kick.wait(), IDLE_WAKE if self._idle else c.heartbeat_interval)
             except TimeoutError:
                 pass
             kicked = self._kick.is_set()
@@ -702,7 +703,7 @@ class Agent:
             if self.leaving and self._left():
                 if self.lease_id is not None:
                     try:
-                        await asyncio.wait_for(self.store.revoke(self.lease_id), c.store_timeout)
+                        await within(self.store.revoke(self.lease_id), c.store_timeout)
                     except (StoreUnavailable, TimeoutError):
                         pass
                     self.lease_id = None
@@ -718,7 +719,7 @@ class Agent:
         lease, self.lease_id = self.lease_id, None
         if lease is not None:
             try:
-                await asyncio.wait_for(self.store.revoke(lease), self.config.cluster.store_timeout)
+                await within(self.store.revoke(lease), self.config.cluster.store_timeout)
             except (StoreUnavailable, TimeoutError):
                 self._stale_leases.add(lease)
         self._done.set()
@@ -740,7 +741,7 @@ class Agent:
         if read:
             writes = self.store.writes
             try:
-                self.snapshot = await asyncio.wait_for(self.records.snapshot(), c.store_timeout)
+                self.snapshot = await within(self.records.snapshot(), c.store_timeout)
             except (StoreUnavailable, TimeoutError) as exc:
                 self._writes_at_read = -1
                 self._note("store", f"cannot read the store: {exc or 'timeout'}")
@@ -845,7 +846,7 @@ class Agent:
                 return
             assert a.lease is not None
             try:
-                won = await asyncio.wait_for(
+                won = await within(
                     self.records.take(rt.name, self.node, event=a.event, lease=a.lease), self.config.cluster.store_timeout
                 )
             except (StoreUnavailable, LeaseExpired, TimeoutError) as exc:
@@ -1046,7 +1047,7 @@ class Agent:
     async def _safe(self, aw: Awaitable[Any]) -> Any:
         """A write whose failure is not fatal (logged; the next cycle decides again from what is stored)."""
         try:
-            return await asyncio.wait_for(aw, self.config.cluster.store_timeout * 3)
+            return await within(aw, self.config.cluster.store_timeout * 3)
         except (StoreUnavailable, TimeoutError, LeaseExpired) as exc:
             log.warning("store write failed", extra={"kv": {"error": str(exc) or "timeout"}})
             return None
@@ -1084,7 +1085,7 @@ class Agent:
             await self._fence_all(self.stop_reason or "agent exiting")
         if self.lease_id is not None:
             try:
-                await asyncio.wait_for(self.store.revoke(self.lease_id), self.config.cluster.store_timeout)
+                await within(self.store.revoke(self.lease_id), self.config.cluster.store_timeout)
             except (StoreUnavailable, TimeoutError):
                 pass
         await self.store.close()

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kagemusha._aio import within
 from kagemusha.cluster import LocalState, MonitorRequest
 from kagemusha.config import Config, GroupSpec, MonitorSpec, ResourceSpec
 from kagemusha.errors import KagemushaError
@@ -288,7 +289,7 @@ class GroupRuntime:
         out = {}
         for rs, drv in self.resources:
             try:
-                p = await asyncio.wait_for(drv.probe(), 30)
+                p = await within(drv.probe(), 30)
                 out[rs.name] = (p.state, p.reason)
             except Exception as exc:  # noqa: BLE001 - a probe that errors is not "stopped"
                 out[rs.name] = (ProbeState.FAILED, f"probe error: {exc}")

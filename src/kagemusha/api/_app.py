@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kagemusha._aio import within
 from kagemusha.api._auth import TokenSource, actor_of, resolve_path
 from kagemusha.api._metrics import make_registry
 from kagemusha.config import Config
@@ -201,7 +202,7 @@ async def _live(state: ApiState, request: Request) -> AsyncIterator[str]:
             yield ": keepalive\n\n"
             quiet_since = now
         try:
-            await asyncio.wait_for(state.closing.wait(), LIVE_TICK)
+            await within(state.closing.wait(), LIVE_TICK)
         except TimeoutError:
             pass
 

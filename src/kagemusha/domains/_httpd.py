@@ -18,6 +18,8 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
 
+from kagemusha._aio import within
+
 __all__ = ["serve"]
 
 MAX_HEAD = 16 * 1024
@@ -79,7 +81,7 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, list[tuple
 async def _handle(app: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         try:
-            request = await asyncio.wait_for(_read_request(reader), REQUEST_TIMEOUT)
+            request = await within(_read_request(reader), REQUEST_TIMEOUT)
         except TimeoutError:
             return
         if isinstance(request, int):

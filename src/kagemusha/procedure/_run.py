@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from kagemusha._aio import within
 from kagemusha.errors import KagemushaError
 from kagemusha.procedure._steps import (
     BuildContext,
@@ -136,7 +137,7 @@ def _status(ctx: BuildContext) -> dict[str, Any] | None:
             return await ctl.status()
 
     try:
-        return asyncio.run(asyncio.wait_for(go(), 15))
+        return asyncio.run(within(go(), 15))
     except Exception:  # noqa: BLE001 - store unreachable: no status
         return None
 

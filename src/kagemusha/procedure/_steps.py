@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kagemusha._aio import within
 from kagemusha.errors import KagemushaError
 from kagemusha.procedure._manifest import Manifest
 from kagemusha.procedure._plan import GroupPlan, Plan, Topology
@@ -102,7 +103,7 @@ class BuildContext:
             store = open_cluster_store(cfg.cluster, base_dir=str(self.plan.dir),
                                        timeout=max(cfg.cluster.store_timeout, 2.0))
             async with store:
-                return await asyncio.wait_for(fn(store), timeout)
+                return await within(fn(store), timeout)
 
         return asyncio.run(go())
 
@@ -612,7 +613,7 @@ def _is_member(ctx: BuildContext) -> bool:
         return any(bool(n["name"] == ctx.node and n["state"] == "up") for n in st["nodes"])
 
     try:
-        return bool(asyncio.run(asyncio.wait_for(go(), 10)))
+        return bool(asyncio.run(within(go(), 10)))
     except Exception:  # noqa: BLE001 - "not yet" while polling
         return False
 
@@ -885,6 +886,6 @@ def _held_by_cluster(ctx: BuildContext, g: GroupPlan) -> bool:
         return any(x["name"] == g.name and x["node"] is not None for x in st["groups"])
 
     try:
-        return bool(asyncio.run(asyncio.wait_for(go(), 10)))
+        return bool(asyncio.run(within(go(), 10)))
     except Exception:  # noqa: BLE001 - cannot tell: the ARP answer is reported as foreign
         return False

@@ -41,6 +41,7 @@ import psutil
 from pydantic import Field, field_validator
 
 from kagemusha import _proc
+from kagemusha._aio import within
 from kagemusha.domains import (
     DEFAULT_START_WAIT,
     DEFAULT_WAIT_TIMEOUT,
@@ -188,7 +189,7 @@ class DomainResource(Resource):
     async def _kill_after_cancel(self, worker: asyncio.Future[Any]) -> None:
         """The caller gave up on a start/stop: let the thread finish briefly, then kill the domain."""
         with contextlib.suppress(BaseException):
-            await asyncio.wait_for(asyncio.shield(worker), 2.0)
+            await within(asyncio.shield(worker), 2.0)
         await self._kill()
 
     async def _kill(self) -> list[int]:

@@ -26,6 +26,7 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from kagemusha import _proc
+from kagemusha._aio import within
 from kagemusha.errors import NotConfigured, ResourceFailed
 from kagemusha.resources._base import (
     ClpEvent,
@@ -158,7 +159,7 @@ async def run_script(
         rc = await proc.wait()
         # Output after exit comes from detached children still holding the pipe: stop reading soon.
         try:
-            await asyncio.wait_for(asyncio.shield(pumper), 0.5)
+            await within(asyncio.shield(pumper), 0.5)
         except TimeoutError:
             pumper.cancel()
         return rc

@@ -15,6 +15,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 
+from kagemusha._aio import within
 from kagemusha.errors import LeaseExpired
 from kagemusha.store._base import Store, WatchEvent, WatchEventType
 
@@ -145,7 +146,7 @@ async def _check_leases(a: Store, b: Store, p: str, ttl: float) -> None:
 
 
 async def _next(it: object, timeout: float) -> WatchEvent:
-    return await asyncio.wait_for(it.__anext__(), timeout)  # type: ignore[attr-defined]
+    return await within(it.__anext__(), timeout)  # type: ignore[attr-defined]
 
 
 async def _check_watch(a: Store, b: Store, p: str, ttl: float) -> None:
