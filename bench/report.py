@@ -79,6 +79,7 @@ def failover_local() -> Iterator[Row]:
 
 NETNS_ROWS = {
     "kagemusha-default": "client-visible outage through the VIP, crash of the active node, default timers",
+    "kagemusha-rule-bound": "the same with the lease TTL at the timing rule's bound (0.84 s, no margin for load)",
     "kagemusha-keepalived-timers": "the same with keepalived's timers (1 s / 3.6 s)",
     "keepalived": "keepalived itself (`advert_int 1`), same client",
     "kagemusha-etcd-crash": "etcd store (3 members with a witness, TTL 3 s), crash of the active node",
@@ -183,6 +184,9 @@ def targets() -> Iterator[Row]:
         why = ("detection is the lease: the standby may take only once the dead node's lease (heartbeat_timeout, "
                "1.0 s by default) has expired; the timing rule allows 0.84 s with the default interval, "
                "store_timeout and fence_margin, not chosen here to keep the margin under load")
+        bound = _netns("kagemusha-rule-bound")
+        if bound:
+            why += f" (at that bound: median {bound['median']:.2f} s, N = {bound['n']})"
         yield row("median outage through the VIP, crash, default config, local store", d["median"], 1.0, why, m,
                   "failover_netns.py")
         worst = d.get("p99", d["max"])
