@@ -6,11 +6,12 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from kagemusha._aio import within
+from kagemusha._aio import cancel_and_wait, within
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "kagemusha"
 
@@ -57,3 +58,48 @@ def test_no_asyncio_wait_for_in_kagemusha() -> None:
 @pytest.mark.skipif(__import__("sys").version_info >= (3, 12), reason="fixed in Python 3.12 (CPython gh-86296)")
 def test_the_reason_asyncio_wait_for_swallows_that_cancellation_on_3_11() -> None:
     assert not cancelled_as_it_completes(asyncio.wait_for)
+
+
+def stubborn_then_cancelled_caller(cancel: Callable[[asyncio.Task[Any]], Awaitable[None]]) -> str:
+    """Run ``cancel(task)`` for a task that takes a while to end, cancelling the caller meanwhile."""
+
+    async def scenario() -> str:
+        release = asyncio.Event()
+
+        async def stubborn() -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                await release.wait()  # its own clean-up takes a while
+                raise
+
+        victim = asyncio.create_task(stubborn())
+        await asyncio.sleep(0)
+
+        async def caller() -> str:
+            await cancel(victim)
+            return "ran on after it was cancelled"
+
+        task = asyncio.create_task(caller())
+        await asyncio.sleep(0)
+        task.cancel()  # e.g. the agent's task group ending
+        release.set()
+        try:
+            return await task
+        except asyncio.CancelledError:
+            return "cancelled"
+
+    return asyncio.run(scenario())
+
+
+def test_cancel_and_wait_raises_the_callers_own_cancellation() -> None:
+    assert stubborn_then_cancelled_caller(lambda t: cancel_and_wait([t])) == "cancelled"
+
+
+def test_the_agents_cancel_worker_raises_the_callers_own_cancellation() -> None:
+    from kagemusha.agent import Agent
+
+    async def cancel_worker(t: asyncio.Task[Any]) -> None:
+        await Agent._cancel_worker(None, SimpleNamespace(monitor_tasks=[], worker=t))  # type: ignore[arg-type]
+
+    assert stubborn_then_cancelled_caller(cancel_worker) == "cancelled"

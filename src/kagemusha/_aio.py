@@ -1,4 +1,4 @@
-"""``within``: await something for at most a number of seconds.
+"""``within``: await something for at most a number of seconds; ``cancel_and_wait``: end tasks.
 
 Use it instead of ``asyncio.wait_for``: on Python 3.11 (Debian 12's) ``wait_for`` swallows a
 cancellation that arrives as the awaited thing completes (CPython gh-86296, fixed in 3.12 by
@@ -10,10 +10,10 @@ and a task group waiting for it waits forever: that is how an agent once hung at
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Iterable
+from typing import Any, TypeVar
 
-__all__ = ["within"]
+__all__ = ["cancel_and_wait", "within"]
 
 T = TypeVar("T")
 
@@ -22,3 +22,24 @@ async def within(aw: Awaitable[T], seconds: float | None) -> T:
     """``await aw``, raising ``TimeoutError`` after ``seconds`` (``None``: no limit)."""
     async with asyncio.timeout(seconds):
         return await aw
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Future[Any]]) -> None:
+    """Cancel ``tasks`` and wait until each has ended, whatever it ended with (the current task is skipped).
+
+    NB: a cancellation of the *caller* while it waits is the caller's own, and is raised: the usual
+    ``except (CancelledError, Exception): pass`` around ``await task`` swallowed it, and the caller ran
+    on after its task group had cancelled it (the same hang as ``wait_for``'s, one level up).
+    """
+    me = asyncio.current_task()
+    todo = [t for t in tasks if t is not me]
+    for t in todo:
+        t.cancel()
+    for t in todo:
+        try:
+            await t
+        except asyncio.CancelledError:
+            if me is not None and me.cancelling():
+                raise
+        except Exception:  # noqa: BLE001, S110 - how a cancelled task ended is not news; its guard logged it
+            pass

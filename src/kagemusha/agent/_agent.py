@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from kagemusha._aio import within
+from kagemusha._aio import cancel_and_wait, within
 from kagemusha._clock import Clock, SystemClock
 from kagemusha.agent._groups import GroupRuntime, StopFailed
 from kagemusha.cluster import (
@@ -420,13 +420,7 @@ class Agent:
 
     async def _cancel_monitors(self, rt: GroupRuntime) -> None:
         tasks, rt.monitor_tasks = rt.monitor_tasks, []
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001, S110 - a cancelled monitor's end is not news
-                pass
+        await cancel_and_wait(tasks)
 
     # -- lease ----------------------------------------------------------------
 
@@ -921,13 +915,8 @@ class Agent:
         for t in rt.monitor_tasks:
             t.cancel()
         rt.monitor_tasks.clear()
-        task = rt.worker
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001, S110 - its guard logged a crash already
-                pass
+        if rt.worker is not None:
+            await cancel_and_wait([rt.worker])
         rt.worker = None
 
     async def _start(self, rt: GroupRuntime, event: ClpEvent, lease: int | None) -> None:
