@@ -71,6 +71,14 @@ def test_restart_then_failover_then_final_action(make_cluster) -> None:  # type:
     # an operator start clears the fail counts and brings it back
     r = c.cli("group", "start", "webotx1", "--wait", "30")
     assert r.returncode == 0, r.stderr
+    # ... with a fresh recovery chain: its next failure restarts it in place again (the node's restart
+    # history from before, within failure_expiry, once made it fail over at once)
+    g, _ = c.wait_group("webotx1", "online", None)
+    node, n = g["node"], len(c.starts("webotx1"))
+    kill_service(c, node)
+    wait_starts(c, n + 1)
+    s = c.starts("webotx1")[-1]
+    assert (s.node, s.event) == (node, "START"), c.trace()
 
 
 def test_start_failure_fails_over_and_then_reports_failed(make_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -859,11 +859,13 @@ class Agent:
             # fence cancels it): the lease is checked again here and in the worker (found by the
             # simulation: a start after the fence).
             if self._under_lease(a):
+                rt.restarts = []  # a new run here: restart_limit counts the restarts in place of one run
                 self._spawn(rt, self._start(rt, a.event, a.lease))
         elif a.kind == ActionKind.START:
             assert a.event is not None
             if not self._under_lease(a) or not self._arm_watchdog():
                 return
+            rt.restarts = []
             self._spawn(rt, self._start(rt, a.event, a.lease))
         elif a.kind == ActionKind.RESTART:
             if not self._under_lease(a) or not self._arm_watchdog():
