@@ -301,10 +301,14 @@ class Bench:
         self.wait_http(node)
         self.start_agent(node, cfg)
 
-    def failure_runs(self, mode: str, cfg: Path, nodes: list[str], runs: int, result: dict[str, Any], *,
-                     fail: Callable[[str], None], recover: Callable[[str, Path], None],
+    def failure_runs(self, mode: str, cfg: Path | None, nodes: list[str], runs: int, result: dict[str, Any], *,
+                     fail: Callable[[str], None], recover: Callable[[str], None],
                      what: str = "crash", timeout: float = 30.0) -> None:
-        """``runs`` times: fail the node holding the VIP, measure the client's outage, bring the node back."""
+        """``runs`` times: fail the node holding the VIP, measure the client's outage, bring the node back.
+
+        ``cfg``: kagemusha's config (the survivor's log gives the phases; the members are awaited after a
+        recovery); None for keepalived, whose ``recover`` waits for its own state.
+        """
         for i in range(runs):
             active = self.holder()
             if active is None:
@@ -323,13 +327,15 @@ class Bench:
             else:
                 out = self.outage(t_fail, t_back)
                 result["crash_outage_s"].append(out)
-                ph = log_phases(cfg.parent / f"{survivor}.log", t_fail, t_back - out)
-                result.setdefault("crash_phases", []).append(ph)
+                ph = log_phases(cfg.parent / f"{survivor}.log", t_fail, t_back - out) if cfg else {}
+                if cfg:
+                    result.setdefault("crash_phases", []).append(ph)
                 print(f"{mode} run {i + 1:2d}: {what} of {active}: outage {out:6.3f} s  "
                       + _phase_text(ph), flush=True)
-            recover(active, cfg)
-            self.wait_members(cfg, survivor, set(nodes), timeout=40)
-            time.sleep(0.5)
+            recover(active)
+            if cfg is not None:
+                self.wait_members(cfg, survivor, set(nodes), timeout=40)
+                time.sleep(0.5)
 
     def run_kagemusha(self, mode: str, timers: dict[str, float], runs: int, moves: int = 0) -> dict[str, Any]:
         cfg = self.kagemusha_config(mode, timers)
@@ -349,7 +355,8 @@ class Bench:
                 return result
             self.start_client()
             time.sleep(1.0)
-            self.failure_runs(mode, cfg, nodes, runs, result, fail=self.crash_node, recover=self.restart_node)
+            self.failure_runs(mode, cfg, nodes, runs, result, fail=self.crash_node,
+                              recover=lambda n: self.restart_node(n, cfg))
             for i in range(moves):
                 active = self.holder()
                 if active is None:
@@ -448,7 +455,7 @@ vrrp_instance VI_1 {{
             raise RuntimeError(f"keepalived on {node} did not enter {state} within 15 s; its log ends:\n"
                                + "\n".join(tail))
 
-    def run_keepalived(self, runs: int, advert: float = 1.0) -> dict[str, Any]:
+    def run_keepalived(self, mode: str, runs: int, advert: float = 1.0) -> dict[str, Any]:
         nodes = list(self.h.nodes)
         for n in nodes:
             self.start_http(n)
@@ -466,37 +473,18 @@ vrrp_instance VI_1 {{
                 time.sleep(0.1)
             self.start_client()
             time.sleep(1.0)
-            for i in range(runs):
-                active = self.holder()
-                if active is None:
-                    time.sleep(1.0)
-                    active = self.holder()
-                if active is None:
-                    result["failed_runs"] += 1
-                    continue
-                survivor = next(n for n in nodes if n != active)
-                t_crash = time.time()
-                self.h.crash(active)
-                p = self.daemons.pop(active, None)
-                self.http.pop(active, None)
-                if p is not None:
-                    p.wait(5)
-                t_back = self.served_by(survivor, t_crash, timeout=30)
-                if t_back is None:
-                    print(f"keepalived run {i + 1}: no service from {survivor} within 30 s", flush=True)
-                    result["failed_runs"] += 1
-                else:
-                    out = self.outage(t_crash, t_back)
-                    result["crash_outage_s"].append(out)
-                    print(f"keepalived run {i + 1:2d}: crash of {active}: outage {out:6.3f} s", flush=True)
-                self.h.revive(active)
-                self.start_http(active)
-                self.wait_http(active)
-                log = self.dir / "keepalived" / active / "console.log"
+
+            def back(node: str) -> None:
+                self.h.revive(node)
+                self.start_http(node)
+                self.wait_http(node)
+                log = self.dir / "keepalived" / node / "console.log"
                 since = log.stat().st_size if log.exists() else 0
-                self.start_keepalived(active, advert)
-                self.expect_keepalived_state(active, "BACKUP", since)
+                self.start_keepalived(node, advert)
+                self.expect_keepalived_state(node, "BACKUP", since)
                 time.sleep(1.5)  # it has heard the master's adverts (15 of them at least) and stays backup
+
+            self.failure_runs(mode, None, nodes, runs, result, fail=self.crash_node, recover=back)
         finally:
             self.stop_client()
             self.stop_procs(self.daemons)
@@ -554,11 +542,11 @@ class EtcdBench(Bench):
             def cut(node: str) -> None:
                 self.h.link_down(node)
 
-            def heal(node: str, cfg: Path) -> None:
+            def heal(node: str) -> None:
                 self.h.revive(node)
                 self.etcd.wait_healthy(int(node[1:]) - 1)
 
-            def back(node: str, cfg: Path) -> None:
+            def back(node: str) -> None:
                 self.h.revive(node)  # link up first: the member must reach its peers
                 self.etcd.start_member(int(node[1:]) - 1)
                 self.restart_node(node, cfg)
@@ -747,7 +735,7 @@ def main() -> int:
                     results[mode] = b.run_kagemusha(mode, KAGEMUSHA_MODES[mode], args.runs,
                                                     moves=args.moves if mode == "kagemusha-default" else 0)
                 elif mode in KEEPALIVED_MODES:
-                    results[mode] = b.run_keepalived(args.runs, KEEPALIVED_MODES[mode])
+                    results[mode] = b.run_keepalived(mode, args.runs, KEEPALIVED_MODES[mode])
                 else:
                     print(f"unknown mode {mode}", file=sys.stderr)
                     continue
