@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -103,3 +104,27 @@ def test_the_agents_cancel_worker_raises_the_callers_own_cancellation() -> None:
         await Agent._cancel_worker(None, SimpleNamespace(monitor_tasks=[], worker=t))  # type: ignore[arg-type]
 
     assert stubborn_then_cancelled_caller(cancel_worker) == "cancelled"
+
+
+def test_cancel_and_wait_runs_to_the_end_in_the_finally_of_a_cancelled_caller() -> None:
+    # an agent whose run was cancelled still fences in its finally: that needs every worker ended
+    async def scenario() -> list[str]:
+        done: list[str] = []
+        workers = [asyncio.create_task(asyncio.Event().wait()) for _ in range(3)]
+
+        async def run() -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await cancel_and_wait(workers)
+                done.append("fenced")
+
+        task = asyncio.create_task(run())
+        await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert all(w.cancelled() for w in workers)
+        return done
+
+    assert asyncio.run(scenario()) == ["fenced"]

@@ -27,11 +27,14 @@ async def within(aw: Awaitable[T], seconds: float | None) -> T:
 async def cancel_and_wait(tasks: Iterable[asyncio.Future[Any]]) -> None:
     """Cancel ``tasks`` and wait until each has ended, whatever it ended with (the current task is skipped).
 
-    NB: a cancellation of the *caller* while it waits is the caller's own, and is raised: the usual
-    ``except (CancelledError, Exception): pass`` around ``await task`` swallowed it, and the caller ran
-    on after its task group had cancelled it (the same hang as ``wait_for``'s, one level up).
+    NB: a cancellation of the *caller* that arrives while it waits is the caller's own, and is raised:
+    the usual ``except (CancelledError, Exception): pass`` around ``await task`` swallowed it, and the
+    caller ran on after its task group had cancelled it (the same hang as ``wait_for``'s, one level
+    up). A cancellation the caller had before it called (an agent fencing in the ``finally`` of its
+    cancelled run) is not new, and does not stop it: the count of requests is compared, not tested.
     """
     me = asyncio.current_task()
+    before = me.cancelling() if me is not None else 0
     todo = [t for t in tasks if t is not me]
     for t in todo:
         t.cancel()
@@ -39,7 +42,7 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Future[Any]]) -> None:
         try:
             await t
         except asyncio.CancelledError:
-            if me is not None and me.cancelling():
+            if me is not None and me.cancelling() > before:
                 raise
         except Exception:  # noqa: BLE001, S110 - how a cancelled task ended is not news; its guard logged it
             pass
