@@ -133,12 +133,24 @@ class LocalCluster:
         self.procs[node] = p
         return p
 
-    def start_all(self) -> None:
+    def start_all(self, *, wait: bool = True) -> None:
+        """Start every node's agent; with ``wait``, return once all have joined (a test that moves or
+        crashes right after "online on n1" otherwise races the other agents' start on a loaded machine:
+        "cannot move webotx1 to n2: node n2 is down")."""
         for n in self.nodes:
             self.start(n)
+        if wait:
+            self.wait_up(*self.nodes)
 
     def crash(self, node: str) -> float:
-        """kill -9 the agent and every process it started: the node "crashes"."""
+        """kill -9 the agent and every process it started: the node "crashes".
+
+        First waits until every other agent still running has joined: a crash before the standby had
+        joined tests its start-up, not the failover (test_three_nodes_priority_order saw n2 take the
+        group because n3, first in order, had not joined yet on a loaded machine).
+        """
+        others = [n for n, q in self.procs.items() if n != node and q.poll() is None]
+        self.wait_up(node, *others)
         p = self.procs.pop(node)
         children = self.agent_children(p)
         p.send_signal(signal.SIGKILL)  # the supervisor first, so it cannot fence: the whole node dies at once
