@@ -11,6 +11,7 @@ it started (found by their ``KAGEMUSHA_*`` tags) and records the time, so
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import json
 import os
@@ -218,7 +219,13 @@ class LocalCluster:
             async with ClusterControl.open(cfg) as ctl:
                 return await ctl.status()
 
-        return asyncio.run(go())
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(go())
+        # NB: called under a running loop (Playwright's sync API runs one in this thread): a thread of its own
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, go()).result()
 
     def group_status(self, name: str) -> dict[str, Any]:
         return next(g for g in self.status()["groups"] if g["name"] == name)
