@@ -153,10 +153,8 @@ def commits_of(doc: Any) -> list[str]:
     def walk(x: Any) -> None:
         if isinstance(x, dict):
             for k, v in x.items():
-                if k == "commit" and isinstance(v, str) and v:
-                    found.add(v)
-                elif k == "commit" and isinstance(v, dict) and v.get("sha"):
-                    found.add(str(v["sha"]) + ("+dirty" if v.get("dirty") else ""))
+                if k == "commit" and _commit_text(v):
+                    found.add(str(_commit_text(v)))
                 elif k == "commit" and isinstance(v, dict) and v.get("written_by"):
                     # a run from before records carried the commit: the commit that stored its results
                     found.update(f"{sha} (stored the results; the run did not record its own commit)"
@@ -171,16 +169,46 @@ def commits_of(doc: Any) -> list[str]:
     return sorted(found)
 
 
-def stamp(doc: dict[str, Any]) -> dict[str, Any]:
-    """Say at the top of a results file which commits produced it (each part keeps its own record).
+def _commit_text(v: Any) -> str | None:
+    if isinstance(v, str) and v:
+        return v
+    if isinstance(v, dict) and v.get("sha"):
+        return str(v["sha"]) + ("+dirty" if v.get("dirty") else "")
+    return None
 
-    NB: the list is the file's first key, so that it is what a reader (or a tool reading the head of
-    the file) sees first; a dict keeps insertion order, so the other keys are put back after it.
+
+def newest_commit(doc: Any) -> str | None:
+    """The commit of the newest record in a results document (the one with the latest ``date``)."""
+    best: tuple[str, str] | None = None
+
+    def walk(x: Any) -> None:
+        nonlocal best
+        if isinstance(x, dict):
+            sha, date = _commit_text(x.get("commit")), x.get("date")
+            if sha and isinstance(date, str) and (best is None or date > best[0]):
+                best = (date, sha)
+            for k, v in x.items():
+                if k not in ("commit", "commits"):
+                    walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    walk(doc)
+    return best[1] if best else None
+
+
+def stamp(doc: dict[str, Any]) -> dict[str, Any]:
+    """Say at the top of a results file which commit produced it: ``commit``, the newest record's
+    commit, and ``commits``, every commit behind its records (each part keeps its own record).
+
+    NB: these are the file's first keys, so that they are what a reader (or a tool reading the head of
+    the file) sees first; a dict keeps insertion order, so the other keys are put back after them.
     """
     commits = commits_of(doc)
-    rest = {k: v for k, v in doc.items() if k != "commits"}
+    rest = {k: v for k, v in doc.items() if k not in ("commit", "commits")}
     doc.clear()
-    doc.update({"commits": commits, **rest})
+    doc.update({"commit": newest_commit(rest), "commits": commits, **rest})
     return doc
 
 

@@ -27,13 +27,15 @@ def test_readme_table_is_generated_from_the_results() -> None:
 def test_every_part_of_a_results_file_carries_its_record(path: Path) -> None:
     doc = json.loads(path.read_text())
     assert doc.get("benchmark") == path.stem
-    from bench._results import commits_of
+    from bench._results import commits_of, newest_commit
 
     assert doc.get("commits") and doc["commits"] == commits_of(doc), f"{path.name}: no list of the commits at the top"
-    assert next(iter(doc)) == "commits", f"{path.name}: the list of commits is not the file's first key"
+    assert doc.get("commit") and doc["commit"] == newest_commit({k: v for k, v in doc.items() if k != "commit"}), (
+        f"{path.name}: no commit (the newest record's) at the top")
+    assert list(doc)[:2] == ["commit", "commits"], f"{path.name}: the commit and the list of commits are not the first keys"
     # "timers": the fault campaign's constant settings, not a part
     sections = {k: v for k, v in doc.items()
-                if k not in ("benchmark", "about", "timers", "commits") and isinstance(v, dict)}
+                if k not in ("benchmark", "about", "timers", "commit", "commits") and isinstance(v, dict)}
     assert sections, f"{path.name}: no parts"
     for section, parts in sections.items():
         for name, part in parts.items():
