@@ -284,3 +284,43 @@ def test_the_group_state_machine_refuses_a_jump(tmp_path: Path) -> None:
     with pytest.raises(InvalidTransition):
         rt.local = LocalState.RUNNING  # a fence ends only in stopped, once proven
     rt.local = LocalState.STOPPED
+
+
+# -- membership follows the lease ------------------------------------------------------------------
+
+
+def test_a_member_key_lost_under_a_live_lease_is_written_again(tmp_path: Path) -> None:
+    """The etcd campaign's wedge (issue 11, run 410 of packet-loss): a join that timed out at the client
+    reached etcd late, after the join that succeeded, and put the member key under the abandoned lease;
+    that lease expired and took the key with it. The agent still held and renewed its own lease, so its
+    owner key stayed, but without its member key it fenced the group ("no lease: cannot prove
+    ownership") and never joined again: the group was stuck on it, and no other node could take it."""
+    cfg = config(tmp_path, heartbeat_interval=0.1, heartbeat_timeout=2.0, store_timeout=0.3, fence_margin=0.2)
+    backend = MemoryBackend()
+
+    async def scenario() -> None:
+        agent = Agent(cfg, "n1", store=MemoryStore(backend), serve_api=False)
+        task = asyncio.create_task(agent.run())
+        rt = agent.groups["g"]
+        await wait_for(lambda: rt.local == LocalState.RUNNING)
+        lease = agent.lease_id
+        # the late join: the member key goes under a lease the agent gave up, which then ends
+        late = await agent.store.grant_lease(5.0)
+        await agent.records.join("n1", lease=late.id, address="127.0.0.1:1", pid=os.getpid())
+        await agent.store.revoke(late.id)
+        assert "n1" not in (await agent.records.snapshot()).members
+
+        async def member_again() -> bool:
+            snap = await agent.records.snapshot()
+            return snap.member_leases.get("n1") == lease
+
+        deadline = time.monotonic() + 10
+        while not await member_again():
+            assert time.monotonic() < deadline, "the agent never wrote its member key again"
+            await asyncio.sleep(0.02)
+        await wait_for(lambda: rt.local == LocalState.RUNNING and "n1" in Steer.running)
+        assert agent.lease_id == lease, "the lease was given up although it was never lost"
+        agent.request_leave("test")
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(scenario())

@@ -435,10 +435,7 @@ class Agent:
         c = self.config.cluster
         sent = self.clock.monotonic()
         lease = await within(self.store.grant_lease(c.heartbeat_timeout), c.store_timeout)
-        await within(
-            self.records.join(self.node, lease=lease.id, address=self.config.node(self.node).address, pid=os.getpid()),
-            c.store_timeout,
-        )
+        await self._join(lease.id)
         self.valid_until = sent + min(lease.ttl, c.heartbeat_timeout)
         self.lease_id = lease.id
         # A lease we gave up while the store was unreachable may still hold our keys (etcd keeps leases
@@ -455,6 +452,12 @@ class Agent:
         log.info("joined the cluster", extra={"kv": {"lease": lease.id, "ttl": lease.ttl}})
         await self._event(None, EventKind.NODE_UP, f"node {self.node} joined")
         self._kick.set()
+
+    async def _join(self, lease: int) -> None:
+        """Write this node's member key under ``lease`` (within ``store_timeout``)."""
+        address = self.config.node(self.node).address
+        await within(self.records.join(self.node, lease=lease, address=address, pid=os.getpid()),
+                     self.config.cluster.store_timeout)
 
     async def _lease_keeper(self) -> None:
         c = self.config.cluster
@@ -746,6 +749,8 @@ class Agent:
             await self._maybe_reconfigure(self.snapshot.config)
         if self._fencing_all:
             return  # the fence owns every group until it is proven
+        if await self._rejoin_if_lost():
+            return  # decide from a read that shows the member key again (the write kicked the loop)
         view = self.build_view(self.snapshot)
         plan = decide(view, self.config, self.clock.time())
         self._log_plan(plan)
@@ -762,6 +767,36 @@ class Agent:
             and all(rt.worker is None and rt.request is None and rt.local in (LocalState.RUNNING, LocalState.STOPPED)
                     for rt in self.groups.values())
         )
+
+    async def _rejoin_if_lost(self) -> bool:
+        """Write the member key again when the lease is usable but the store shows the key gone, or under
+        a lease this agent gave up. True when it wrote it.
+
+        NB: found by the etcd campaign (issue 11): a join that timed out at the client reached etcd after
+        the retry's join had succeeded, and put the key under the abandoned lease, which then expired
+        and took the key along. The owner keys stayed under the live lease, but without the member key
+        ``has_lease`` is false, so the agent fenced its groups and waited, forever: nobody could take
+        them over. The member key only says "up"; the lease it goes with is what proves ownership, and
+        that lease is renewed, so writing the key again under it is safe. A key under another lease
+        that carries another pid is another agent with this node's name: that is left to the operator.
+        """
+        lease = self.lease_id
+        if lease is None or not self._lease_usable() or self.snapshot.member_leases.get(self.node) == lease:
+            return False
+        held = self.snapshot.members.get(self.node)
+        if held is not None and held.get("pid") != os.getpid():
+            self._note("member", f"the member key of {self.node} is held by pid {held.get('pid')} under another "
+                                 "lease: is another agent running with this node's name?")
+            return False
+        log.warning("member key lost under a live lease: writing it again",
+                    extra={"kv": {"lease": lease, "found": "gone" if held is None else "under another lease"}})
+        try:
+            await self._join(lease)
+        except (StoreUnavailable, TimeoutError, LeaseExpired) as exc:
+            self._note("member", f"cannot write the member key again: {exc or 'timeout'}")
+            return False
+        self._kick.set()
+        return True
 
     def build_view(self, snap: Snapshot) -> ClusterView:
         groups = []
