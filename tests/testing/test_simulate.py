@@ -151,6 +151,13 @@ AGENT_BUGS = {
         "is never reset and runs the group past its lease while the standby starts it"),
         "seed=wd:1 nodes=2 groups=1 preset=wd | 2.500 crash n1; 5.300 hang n2 dur=4.000; 6.000 rejoin n1",
     ),
+    "member-key-lost-under-live-lease": (
+        ("packet loss on a node's store link: a join that timed out at the client landed after its retry's join, "
+         "under the abandoned lease, which then expired and took the member key; the agent kept its live lease "
+         "and owner key but, no longer a member, fenced the group and never joined again (liveness: the group "
+         "stuck on it; the etcd campaign's wedge, issue 11)"),
+        "seed=w:7 nodes=2 groups=1 preset=tight | 1.000 slow n1 dur=4.000 x=2.000 mode=lost",
+    ),
     "apply-while-an-agent-starts": (
         ("a `config apply` that rewrote cluster.toml while an agent started: the agent compared the stored config "
          "with the file as it read it then (new) but ran the config it had parsed before (old), took both for "

@@ -8,7 +8,9 @@ Everything here runs on one ``VirtualTimeLoop`` (``_vloop.py``) and keeps its st
 - ``SimStore``: one client of it per agent process, implementing the ``Store`` contract with the faults
   the schedule injects: outage (every client), partition of one node (refused, or no answer until the
   client's timeout), slow answers (a request leg and an answer leg; past the client's ``store_timeout``
-  the call fails although the write may still land, late), a hung agent (its calls wait until it wakes)
+  the call fails although the write may still land, late), lost packets (half the requests are
+  retransmitted: the client gives up, the request lands up to seconds later, after calls made since), a
+  hung agent (its calls wait until it wakes)
   and a dead one (its calls never return).
 - ``SimResource`` / ``SimMonitor`` (types ``sim``): driver and monitor stand-ins. A resource's state lives
   in the world, per (node, group, resource), not in the driver object, so the supervisor's fresh drivers
@@ -103,7 +105,8 @@ class World:
         # faults
         self.outage = False
         self.partitions: dict[str, str] = {}  # node -> "refuse" | "blackhole"
-        self.slow: dict[str, tuple[float, str]] = {}  # node -> (max delay, slow leg: answer|request|both)
+        #: node -> (max delay, slow leg: answer|request|both, or lost: past the timeout by up to the delay)
+        self.slow: dict[str, tuple[float, str]] = {}
         self.stop_fail: dict[tuple[str, str], str] = {}  # (node, group) -> "raise" | "hang"
         self.fence_fail: set[str] = set()
         self.fence_delay: dict[str, float] = {}
@@ -360,12 +363,20 @@ class SimStore(Store):
         if slow is None:
             return op()
         most, how = slow
-        delay = most * w.rng.uniform(0.5, 1.0)
-        # Which leg is slow: the answer (the store acted long before the client hears of it), the request
-        # (it acts late), or either.
-        share = {"answer": (0.0, 0.2), "request": (0.8, 1.0)}.get(how, (0.0, 1.0))
-        there = delay * w.rng.uniform(*share)
-        back = delay - there
+        if how == "lost":
+            # Packet loss: a request either goes through at once or is retransmitted by TCP long after the
+            # client gave up (and closed the connection: the kernel still sends what it had buffered), so
+            # it lands after requests the client made since (how a join landed after its retry's, etcd
+            # campaign of issue 11).
+            there = timeout + most * w.rng.uniform(0.0, 1.0) if w.rng.random() < 0.5 else 0.0
+            back = 0.0
+        else:
+            delay = most * w.rng.uniform(0.5, 1.0)
+            # Which leg is slow: the answer (the store acted long before the client hears of it), the
+            # request (it acts late), or either.
+            share = {"answer": (0.0, 0.2), "request": (0.8, 1.0)}.get(how, (0.0, 1.0))
+            there = delay * w.rng.uniform(*share)
+            back = delay - there
         if there >= timeout:
             # The request arrives after the client gave up: it may still change the store.
             w.loop.call_at(w.loop.time() + there, self._late, op)

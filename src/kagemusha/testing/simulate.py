@@ -26,7 +26,9 @@ simulation checks the rule itself. Faults:
                     (no answer until the client's ``store_timeout``)
 ``slow n d x m``    for ``d`` s each store call of ``n`` takes ``x/2``..``x`` s; m = answer (the store acts
                     at once, the answer is late) | request (it acts late) | both; past ``store_timeout``
-                    the client gives up although the write may land
+                    the client gives up although the write may land; m = lost: half the calls go
+                    through at once, the others time out and land up to ``x`` s after the client gave
+                    up (TCP retransmits a lost request), after calls made since
 ``stop-fail n g d`` for ``d`` s stopping ``g`` on ``n`` fails (m = raise | hang past ``stop_timeout``)
 ``fence-fail n d``  for ``d`` s every fence on ``n`` fails (resources stay up); watchdog presets only
 ``fence-slow n d x`` for ``d`` s every fence on ``n`` takes ``x`` s (past ``fence_margin`` only with a
@@ -307,7 +309,9 @@ class Schedule:
         """P: how long something in flight when the faults stop may still take (module docstring)."""
         p = self.preset
         longest_fence = max([f.x for f in self.faults if f.kind == "fence-slow"] + [0.0])
-        return max(longest_fence, RESOURCES_PER_GROUP * stop_timeout(p), p.store_timeout, p.watchdog)
+        # a lost request lands up to x after the client's timeout, possibly after the faults stopped
+        latest_landing = max([p.store_timeout + f.x for f in self.faults if f.kind == "slow" and f.mode == "lost"] + [0.0])
+        return max(longest_fence, latest_landing, RESOURCES_PER_GROUP * stop_timeout(p), p.store_timeout, p.watchdog)
 
     def settle(self) -> float:
         """After ``t_quiet + settle`` the run may stop as soon as every group is online.
@@ -368,8 +372,10 @@ def generate(seed: str, exclude: frozenset[str] = frozenset()) -> Schedule:
         elif kind == "partition":
             faults.append(Fault(at, kind, node, dur=dur, mode=rng.choice(("refuse", "blackhole"))))
         elif kind == "slow":
-            faults.append(Fault(at, kind, node, dur=dur, x=round(rng.uniform(0.6, 1.5) * p.store_timeout, 3),
-                                mode=rng.choice(("answer", "answer", "request", "both"))))
+            how = rng.choice(("answer", "answer", "request", "both", "lost"))
+            # lost: a retransmitted request may land after the retry of its call and the calls after that
+            most = rng.uniform(0.5, 2.0) * ttl if how == "lost" else rng.uniform(0.6, 1.5) * p.store_timeout
+            faults.append(Fault(at, kind, node, dur=dur, x=round(most, 3), mode=how))
             if rng.random() < 0.7:  # a link that degrades, then breaks
                 faults.append(Fault(round(at + dur, 3), "partition", node, dur=round(rng.uniform(0.3, 1.5) * ttl, 3),
                                     mode=rng.choice(("refuse", "blackhole", "blackhole"))))
