@@ -151,6 +151,12 @@ AGENT_BUGS = {
         "is never reset and runs the group past its lease while the standby starts it"),
         "seed=wd:1 nodes=2 groups=1 preset=wd | 2.500 crash n1; 5.300 hang n2 dur=4.000; 6.000 rejoin n1",
     ),
+    "apply-drop-while-fencing": (
+        ("`config apply` removing a group, read by an agent that woke from a hang while its lease keeper fenced: "
+         "the stop worker moved the group out of fencing, the worker crashed, and the fence's own end crashed "
+         "the agent (InvalidTransition)"),
+        "seed=7:986 nodes=2 groups=2 preset=wd-edge | 2.792 move n1 g2; 5.928 hang n2 dur=2.822; 8.296 apply mode=drop",
+    ),
     "member-key-lost-under-live-lease": (
         ("packet loss on a node's store link: a join that timed out at the client landed after its retry's join, "
          "under the abandoned lease, which then expired and took the member key; the agent kept its live lease "

@@ -749,6 +749,7 @@ class Agent:
             await self._maybe_reconfigure(self.snapshot.config)
         if self._fencing_all:
             return  # the fence owns every group until it is proven
+        self._drop_retired()
         if await self._rejoin_if_lost():
             return  # decide from a read that shows the member key again (the write kicked the loop)
         view = self.build_view(self.snapshot)
@@ -767,6 +768,13 @@ class Agent:
             and all(rt.worker is None and rt.request is None and rt.local in (LocalState.RUNNING, LocalState.STOPPED)
                     for rt in self.groups.values())
         )
+
+    def _drop_retired(self) -> None:
+        """Forget groups removed from the config once they are stopped (a fence, not a worker, stopped them)."""
+        for name, rt in list(self.groups.items()):
+            if rt.retiring and rt.local == LocalState.STOPPED and rt.worker is None:
+                del self.groups[name]
+                log.info("group removed", extra={"kv": {"group": name}})
 
     async def _rejoin_if_lost(self) -> bool:
         """Write the member key again when the lease is usable but the store shows the key gone, or under
@@ -916,7 +924,18 @@ class Agent:
             self._spawn(rt, self._stop(rt, a))
 
     def _spawn(self, rt: GroupRuntime, coro: Any) -> None:
+        """Run ``coro`` as the group's worker, unless a fence owns the group (it is dropped then).
+
+        NB: a fence owns a group until it is proven; a worker spawned meanwhile (a ``config apply``
+        that removed the group, read while the lease keeper fenced) moved it out of ``fencing`` under
+        the fence's feet and crashed the agent (found by the simulation, seed 7:986).
+        """
         assert self._tg is not None
+        if rt.local == LocalState.FENCING or self._fencing_all:
+            coro.close()
+            log.info("worker not started: a fence owns the group", extra={"kv": {"group": rt.name}})
+            self._kick.set()
+            return
         task = self._tg.create_task(self._guard(rt, coro), name=f"group-{rt.name}")
         rt.worker = task
 
