@@ -932,9 +932,10 @@ class Agent:
         """
         assert self._tg is not None
         if rt.local == LocalState.FENCING or self._fencing_all:
+            # NB: no kick: the next cycle after the fence decides again (a kick here spun the decision
+            # loop for as long as the fence ran).
             coro.close()
-            log.info("worker not started: a fence owns the group", extra={"kv": {"group": rt.name}})
-            self._kick.set()
+            log.debug("worker not started: a fence owns the group", extra={"kv": {"group": rt.name}})
             return
         task = self._tg.create_task(self._guard(rt, coro), name=f"group-{rt.name}")
         rt.worker = task
