@@ -324,3 +324,26 @@ def test_a_member_key_lost_under_a_live_lease_is_written_again(tmp_path: Path) -
         await asyncio.wait_for(task, 10)
 
     asyncio.run(scenario())
+
+
+def test_a_worker_cancelled_before_it_ran_leaves_no_unawaited_coroutine(tmp_path: Path) -> None:
+    """A fence right after a spawn cancels the worker before its first step: Python warned that the start
+    was never awaited (seen in the simulation's output)."""
+    import gc
+    import warnings
+
+    cfg = config(tmp_path)
+
+    async def scenario() -> None:
+        agent = Agent(cfg, "n1", store=MemoryStore(MemoryBackend()), serve_api=False)
+        async with asyncio.TaskGroup() as tg:
+            agent._tg = tg
+            rt = agent.groups["g"]
+            agent._spawn(rt, agent._start(rt, ClpEvent.START, None))
+            await agent._cancel_worker(rt)  # before the worker ran at all
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        asyncio.run(scenario())
+        gc.collect()
+    assert not [w for w in seen if "never awaited" in str(w.message)], [str(w.message) for w in seen]

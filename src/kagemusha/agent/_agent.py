@@ -938,6 +938,9 @@ class Agent:
             log.debug("worker not started: a fence owns the group", extra={"kv": {"group": rt.name}})
             return
         task = self._tg.create_task(self._guard(rt, coro), name=f"group-{rt.name}")
+        # A worker cancelled before its first step (a fence right after the spawn) never awaits ``coro``:
+        # close it then, rather than leave Python to warn "coroutine ... was never awaited" (a no-op otherwise).
+        task.add_done_callback(lambda _t: coro.close())
         rt.worker = task
 
     async def _guard(self, rt: GroupRuntime, coro: Any) -> None:
