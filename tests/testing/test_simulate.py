@@ -157,6 +157,14 @@ AGENT_BUGS = {
          "the agent (InvalidTransition)"),
         "seed=7:986 nodes=2 groups=2 preset=wd-edge | 2.792 move n1 g2; 5.928 hang n2 dur=2.822; 8.296 apply mode=drop",
     ),
+    "watchdog-disarmed-between-take-and-start": (
+        ("the watchdog armed when a TAKE was decided was disarmed by a feed while the take's store writes ran "
+         "(every group still stopped here); the start then ran with no watchdog, and a fence slower than "
+         "fence_margin ran past the lease while the standby started the group (split brain)"),
+        ("seed=99:2621 nodes=2 groups=2 preset=wd | 2.194 partition n1 dur=1.629 mode=refuse; "
+         "2.552 slow n1 dur=4.377 x=0.513 mode=request; 5.302 fence-slow n1 dur=4.424 x=2.364; "
+         "6.929 partition n1 dur=3.299 mode=blackhole"),
+    ),
     "member-key-lost-under-live-lease": (
         ("packet loss on a node's store link: a join that timed out at the client landed after its retry's join, "
          "under the abandoned lease, which then expired and took the member key; the agent kept its live lease "

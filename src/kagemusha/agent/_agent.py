@@ -989,6 +989,14 @@ class Agent:
             rt.local, rt.reason = LocalState.STOPPED, "start dropped: its lease is gone"
             log.warning("start dropped: its lease is gone", extra={"kv": {"group": rt.name, "decided_under": lease}})
             return
+        # NB: armed again here, not only when the take was decided: the take's store writes run first, and
+        # a feed meanwhile, seeing every group stopped, disarmed the device; the start then ran with no
+        # watchdog, and a fence slower than fence_margin ran past the lease while the standby started
+        # (found by the simulation, seed 99:2621).
+        if not self._arm_watchdog():
+            rt.local, rt.reason = LocalState.STOPPED, "start dropped: the watchdog cannot be armed in time"
+            log.warning("start dropped: the watchdog cannot be armed in time", extra={"kv": {"group": rt.name}})
+            return
         t0 = self.clock.monotonic()
         try:
             await rt.start_resources(event)
