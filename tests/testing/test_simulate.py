@@ -165,6 +165,11 @@ AGENT_BUGS = {
          "2.552 slow n1 dur=4.377 x=0.513 mode=request; 5.302 fence-slow n1 dur=4.424 x=2.364; "
          "6.929 partition n1 dur=3.299 mode=blackhole"),
     ),
+    "apply-drop-during-restart": (
+        ("`config apply` removing a group while a restart worker ran: a stop worker was spawned beside it, "
+         "stopped and released the group, and the restart then started it again without owning it"),
+        "seed=314:7669 nodes=3 groups=2 preset=wd-edge | 4.954 monitor-fail n2 g2 dur=3.830; 6.111 apply mode=drop",
+    ),
     "member-key-lost-under-live-lease": (
         ("packet loss on a node's store link: a join that timed out at the client landed after its retry's join, "
          "under the abandoned lease, which then expired and took the member key; the agent kept its live lease "

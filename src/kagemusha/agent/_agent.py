@@ -348,12 +348,8 @@ class Agent:
             if name not in wanted:
                 self._replacements.pop(name, None)
                 rt.retiring = True
-                if rt.local == LocalState.STOPPED and rt.worker is None:
-                    del self.groups[name]
-                else:
-                    await self._cancel_monitors(rt)
-                    self._spawn(rt, self._stop(rt, Action(ActionKind.STOP, name, event_kind=EventKind.STOP,
-                                                          at=self.clock.time(), reason="group removed from config")))
+                await self._cancel_monitors(rt)
+        self._retire()
         for name, spec in wanted.items():
             fresh = GroupRuntime.build(new, spec, self.node)
             cur = self.groups.get(name)
@@ -749,7 +745,8 @@ class Agent:
             await self._maybe_reconfigure(self.snapshot.config)
         if self._fencing_all:
             return  # the fence owns every group until it is proven
-        self._drop_retired()
+        await self._fence_retired()
+        self._retire()
         if await self._rejoin_if_lost():
             return  # decide from a read that shows the member key again (the write kicked the loop)
         view = self.build_view(self.snapshot)
@@ -769,12 +766,43 @@ class Agent:
                     for rt in self.groups.values())
         )
 
-    def _drop_retired(self) -> None:
-        """Forget groups removed from the config once they are stopped (a fence, not a worker, stopped them)."""
+    def _retire(self) -> None:
+        """Groups removed from the config: stopped and released by a worker of their own once no other
+        worker runs (or by a fence), forgotten once stopped.
+
+        NB: never a second worker beside a running one: a stop spawned while a restart worker ran let
+        the restart start the group again after the stop had released it (start without ownership; found
+        by the simulation, seed 314:7669). The running worker ends first (a start sees ``retiring`` and
+        drops), and this runs again when it does.
+        """
+        if self._done.is_set():
+            return  # the agent is ending: its shutdown fences every group
         for name, rt in list(self.groups.items()):
-            if rt.retiring and rt.local == LocalState.STOPPED and rt.worker is None:
-                del self.groups[name]
-                log.info("group removed", extra={"kv": {"group": name}})
+            if not rt.retiring or rt.worker is not None or rt.local in (LocalState.STOP_FAILED, LocalState.FENCING):
+                continue  # a failed stop or an unproven fence is fenced by the cycle (_fence_retired)
+            if rt.local == LocalState.STOPPED:
+                self._spawn(rt, self._forget(rt))
+            else:
+                self._spawn(rt, self._stop(rt, Action(ActionKind.STOP, name, event_kind=EventKind.STOP,
+                                                      at=self.clock.time(), reason="group removed from config")))
+
+    async def _fence_retired(self) -> None:
+        """A group removed from the config whose stop failed is fenced (killed, unmounted, removed; proven),
+        as a failed stop always is, and an unproven fence of one is tried again (``decide`` no longer
+        sees the group); once proven it is stopped and ``_retire`` forgets it."""
+        for rt in [rt for rt in self.groups.values() if rt.retiring and rt.worker is None
+                   and rt.local in (LocalState.STOP_FAILED, LocalState.FENCING)]:
+            left = await self._fence_groups([rt], f"stop failed for a group removed from the config: {rt.reason}")
+            if left:
+                log.error("fence incomplete: retrying", extra={"kv": {"group": rt.name, "left": "; ".join(left)}})
+            self._feed_watchdog()
+
+    async def _forget(self, rt: GroupRuntime) -> None:
+        """A removed group, stopped here: let go of its owner key if this node holds it, then forget it."""
+        await self._safe(self.records.release(rt.name, self.node))
+        if self.groups.get(rt.name) is rt:
+            del self.groups[rt.name]
+            log.info("group removed", extra={"kv": {"group": rt.name}})
 
     async def _rejoin_if_lost(self) -> bool:
         """Write the member key again when the lease is usable but the store shows the key gone, or under
@@ -958,9 +986,11 @@ class Agent:
             if rt.worker is asyncio.current_task():
                 rt.worker = None
             rt.epoch += 1
-            if rt.retiring and rt.local == LocalState.STOPPED and self.groups.get(rt.name) is rt:
-                del self.groups[rt.name]
-                log.info("group removed", extra={"kv": {"group": rt.name}})
+            if rt.retiring:
+                # NB: not from a cancelled worker: its canceller (a fence) owns the group now, and a stop
+                # spawned here would run beside the fence; the next cycle retires the group.
+                if not cancelled and self.groups.get(rt.name) is rt:
+                    self._retire()  # forgotten if stopped, else stopped by a worker of its own
                 self._kick.set()
             elif not self._done.is_set() and not cancelled:
                 # NB: never a store write in a cancelled worker: whoever cancelled it (a fence) awaits it,
@@ -985,6 +1015,9 @@ class Agent:
         rt.reason = ""
         await self._write_status(rt)
         # NB: no await between this check and the first resource's start; a fence later cancels the worker.
+        if rt.retiring:
+            rt.local, rt.reason = LocalState.STOPPED, "start dropped: the group was removed from the config"
+            return
         if lease is None or lease != self.lease_id or not self._lease_usable():
             rt.local, rt.reason = LocalState.STOPPED, "start dropped: its lease is gone"
             log.warning("start dropped: its lease is gone", extra={"kv": {"group": rt.name, "decided_under": lease}})
