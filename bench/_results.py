@@ -205,8 +205,10 @@ def stamp(doc: dict[str, Any]) -> dict[str, Any]:
     NB: these are the file's first keys, so that they are what a reader (or a tool reading the head of
     the file) sees first; a dict keeps insertion order, so the other keys are put back after them.
     """
-    commits = commits_of(doc)
+    # NB: from the records only: the file's previous top-level ``commit`` is not a record (counted, it
+    # kept a commit in the list after the part it came from had been run again).
     rest = {k: v for k, v in doc.items() if k not in ("commit", "commits")}
+    commits = commits_of(rest)
     doc.clear()
     doc.update({"commit": newest_commit(rest), "commits": commits, **rest})
     return doc

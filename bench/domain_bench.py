@@ -264,7 +264,9 @@ def machine() -> dict[str, Any]:
 
     return {
         "commit": git("rev-parse", "HEAD"),
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        # NB: the code only (src/, bench/), as bench/_results.commit(): results written earlier in the same
+        # session made every run after the first "dirty".
+        "dirty": bool(git("status", "--porcelain", "--", "src", "bench", ":!bench/results")),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cores": os.cpu_count(),
         "kernel": platform.release(),

@@ -58,6 +58,13 @@ def test_a_partial_run_keeps_the_other_parts(tmp_path: Path, monkeypatch: pytest
     _results.save("demo", "modes", {"kagemusha": {"x": 2}}, _results.metadata(5))
     doc = json.loads((tmp_path / "demo.json").read_text())
     assert doc["modes"]["keepalived"] == {"meta": a, "x": 1}
+    # a part run again from another commit: the old commit leaves the file's list
+    older = {**a, "commit": {"sha": "e" * 40, "dirty": False}}
+    newer = {**a, "commit": {"sha": "f" * 40, "dirty": False}, "date": "2999-01-01T00:00:00+00:00"}
+    _results.save("solo", "modes", {"keepalived": {"x": 3}}, older)
+    _results.save("solo", "modes", {"keepalived": {"x": 4}}, newer)
+    again = json.loads((tmp_path / "solo.json").read_text())
+    assert again["commits"] == ["f" * 40] and again["commit"] == "f" * 40, again["commits"]
     assert doc["modes"]["kagemusha"]["meta"]["n"] == 5 and "keepalived_version" not in doc["modes"]["kagemusha"]["meta"]
     s = _results.summary([0.3, 0.1, 0.2])
     assert s == {"n": 3, "min": 0.1, "median": 0.2, "max": 0.3}, "with N < 10 no percentile, the worst is max"
