@@ -153,8 +153,8 @@ def commits_of(doc: Any) -> list[str]:
     def walk(x: Any) -> None:
         if isinstance(x, dict):
             for k, v in x.items():
-                if k == "commit" and _commit_text(v):
-                    found.add(str(_commit_text(v)))
+                if k == "commit" and (text := _commit_text(v)):
+                    found.add(text)
                 elif k == "commit" and isinstance(v, dict) and v.get("written_by"):
                     # a run from before records carried the commit: the commit that stored its results
                     found.update(f"{sha} (stored the results; the run did not record its own commit)"

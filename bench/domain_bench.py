@@ -56,6 +56,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = ROOT / "tests" / "data" / "domains" / "hello"
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))  # bench._results
 # NB: an installed package has its bytecode cached (raw uvicorn's is, in site-packages): with
 # PYTHONDONTWRITEBYTECODE inherited, every domain process would compile kagemusha from source.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -258,15 +259,12 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def machine() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False)
-        return out.stdout.strip()
+    from bench._results import commit
 
+    code = commit()  # NB: the code only (src/, bench/): results written earlier in a session are not "dirty"
     return {
-        "commit": git("rev-parse", "HEAD"),
-        # NB: the code only (src/, bench/), as bench/_results.commit(): results written earlier in the same
-        # session made every run after the first "dirty".
-        "dirty": bool(git("status", "--porcelain", "--", "src", "bench", ":!bench/results")),
+        "commit": code["sha"],
+        "dirty": code["dirty"],
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cores": os.cpu_count(),
         "kernel": platform.release(),
@@ -433,7 +431,6 @@ def main() -> None:
                             "python": result.pop("python", None),
                             "load_average_at_start": result.pop("load_average_at_start", None)},
                 "n": result.get("n_starts"), "command": result.pop("command", None)}
-        sys.path.insert(0, str(ROOT))
         from bench._results import stamp
 
         doc = stamp({"benchmark": args.out.stem, "parts": {"domain": {**result, "meta": meta}}})

@@ -594,6 +594,13 @@ class Agent:
                 rt.local = LocalState.STOPPED
         return left
 
+    async def _fence_group(self, rt: GroupRuntime, reason: str) -> None:
+        """One fence attempt of one group (the next cycle tries again while it is not proven)."""
+        left = await self._fence_groups([rt], reason)
+        if left:
+            log.error("fence incomplete: retrying", extra={"kv": {"group": rt.name, "left": "; ".join(left)}})
+        self._feed_watchdog()
+
     async def _fence_all(self, reason: str) -> None:
         """Fence every group until proven; never gives up (the watchdog is the escalation).
 
@@ -792,10 +799,7 @@ class Agent:
         sees the group); once proven it is stopped and ``_retire`` forgets it."""
         for rt in [rt for rt in self.groups.values() if rt.retiring and rt.worker is None
                    and rt.local in (LocalState.STOP_FAILED, LocalState.FENCING)]:
-            left = await self._fence_groups([rt], f"stop failed for a group removed from the config: {rt.reason}")
-            if left:
-                log.error("fence incomplete: retrying", extra={"kv": {"group": rt.name, "left": "; ".join(left)}})
-            self._feed_watchdog()
+            await self._fence_group(rt, f"stop failed for a group removed from the config: {rt.reason}")
 
     async def _forget(self, rt: GroupRuntime) -> None:
         """A removed group, stopped here: let go of its owner key if this node holds it, then forget it."""
@@ -896,11 +900,8 @@ class Agent:
         if a.kind == ActionKind.FENCE_GROUP:
             # NB: never skipped: a worker in the way is cancelled first.
             self._log_action(a)
-            left = await self._fence_groups([rt], a.reason)
-            if left:
-                log.error("fence incomplete: retrying", extra={"kv": {"group": rt.name, "left": "; ".join(left)}})
+            await self._fence_group(rt, a.reason)
             await self._write_status(rt)
-            self._feed_watchdog()
             return
         if rt.worker is not None:
             return
