@@ -43,6 +43,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from kagemusha._aio import within
 
 __all__ = [
+    "ArpPort",
     "CommandResult",
     "Holder",
     "LinkState",
@@ -257,7 +258,11 @@ def _arp_frame(src_mac: bytes, op: int, sender_ip: bytes, target_ip: bytes) -> b
 
 
 def _arp_socket(ifname: str) -> tuple[socket.socket, bytes]:
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ARP))
+    # NB: opened with protocol 0, then bound to (ifname, ETH_P_ARP). A packet socket opened with a
+    # protocol is hooked on every interface at once, and binding it to one interface unhooks it
+    # first, which waits for the kernel's RCU grace period (synchronize_net: 8-18 ms on the test
+    # machine, in the failover path); opened with 0 it is hooked once, by the bind, at no such cost.
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
         sock.bind((ifname, _ETH_P_ARP))
     except OSError as exc:
@@ -270,24 +275,46 @@ def _arp_socket(ifname: str) -> tuple[socket.socket, bytes]:
     return sock, bytes(mac)
 
 
-async def arp_probe(ifname: str, address: IPv4Address, *, count: int = 3, timeout: float = 0.6) -> str | None:
-    """Ask the link whether another host uses ``address`` (RFC 5227 probe, sender IP 0.0.0.0).
+class ArpPort:
+    """A raw ARP socket on one interface, for a duplicate-address probe and the announcements after it.
 
-    Sends ``count`` probes spread over ``timeout`` seconds and listens until
-    ``timeout`` has passed.
+    One socket serves both (a floating IP's start opens one, not two), and ``close`` hands the
+    close to a worker thread without waiting for it: closing a packet socket waits for the kernel's
+    RCU grace period (8-16 ms here), which would otherwise stall the agent's event loop in the
+    middle of a failover.
 
-    Returns:
-        The MAC address (``aa:bb:..``) of a host that claims ``address``, or None.
-
-    Raises:
+    Raises (constructor):
         NoSuchInterface; OSError when the socket cannot be opened.
     """
-    sock, mac = _arp_socket(ifname)
-    loop = asyncio.get_running_loop()
-    target = address.packed
-    probe = _arp_frame(mac, 1, b"\x00" * 4, target)
-    count = max(count, 1)
-    try:
+
+    def __init__(self, ifname: str) -> None:
+        self.sock: socket.socket | None
+        self.sock, self.mac = _arp_socket(ifname)
+
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            sock.close()
+            return
+        loop.run_in_executor(None, sock.close)
+
+    async def probe(self, address: IPv4Address, *, count: int, timeout: float) -> str | None:
+        """Ask the link whether another host uses ``address`` (RFC 5227 probe, sender IP 0.0.0.0).
+
+        Sends ``count`` probes spread over ``timeout`` seconds and listens until ``timeout`` has passed.
+
+        Returns:
+            The MAC address (``aa:bb:..``) of a host that claims ``address``, or None.
+        """
+        sock, mac = self._open(), self.mac
+        loop = asyncio.get_running_loop()
+        target = address.packed
+        probe = _arp_frame(mac, 1, b"\x00" * 4, target)
+        count = max(count, 1)
         start = loop.time()
         sends = [start + i * timeout / count for i in range(count)]
         deadline = start + timeout
@@ -311,30 +338,52 @@ async def arp_probe(ifname: str, address: IPv4Address, *, count: int = 3, timeou
             # A reply or announcement from the address, or another host probing for it at the same time.
             if spa == target or (spa == b"\x00" * 4 and tpa == target and data[20:22] == b"\x00\x01"):
                 return ":".join(f"{b:02x}" for b in sha)
+
+    async def announce(self, address: IPv4Address, *, count: int, interval: float) -> None:
+        """Send ``count`` gratuitous ARP requests (sender = target = ``address``), ``interval`` s apart.
+
+        Neighbours that cache ``address`` update it to this interface's MAC at once.
+        """
+        sock = self._open()
+        loop = asyncio.get_running_loop()
+        frame = _arp_frame(self.mac, 1, address.packed, address.packed)
+        for i in range(count):
+            if i:
+                await asyncio.sleep(interval)
+            await loop.sock_sendall(sock, frame)
+
+    def _open(self) -> socket.socket:
+        if self.sock is None:
+            raise OSError(errno.EBADF, "ARP socket already closed")
+        return self.sock
+
+
+async def arp_probe(ifname: str, address: IPv4Address, *, count: int = 3, timeout: float = 0.6) -> str | None:
+    """``ArpPort.probe`` on a socket of its own.
+
+    Raises:
+        NoSuchInterface; OSError when the socket cannot be opened.
+    """
+    port = ArpPort(ifname)
+    try:
+        return await port.probe(address, count=count, timeout=timeout)
     finally:
-        sock.close()
+        port.close()
 
 
 async def arp_announce(ifname: str, address: IPv4Address, *, count: int = 3, interval: float = 0.1) -> None:
-    """Send ``count`` gratuitous ARP requests (sender = target = ``address``), ``interval`` s apart.
-
-    Neighbours that cache ``address`` update it to this interface's MAC at once.
+    """``ArpPort.announce`` on a socket of its own (nothing when ``count`` <= 0).
 
     Raises:
         NoSuchInterface; OSError when the socket cannot be opened or sent on.
     """
     if count <= 0:
         return
-    sock, mac = _arp_socket(ifname)
-    loop = asyncio.get_running_loop()
-    frame = _arp_frame(mac, 1, address.packed, address.packed)
+    port = ArpPort(ifname)
     try:
-        for i in range(count):
-            if i:
-                await asyncio.sleep(interval)
-            await loop.sock_sendall(sock, frame)
+        await port.announce(address, count=count, interval=interval)
     finally:
-        sock.close()
+        port.close()
 
 
 # ---------------------------------------------------------------- mounts

@@ -167,3 +167,48 @@ def test_repeated_announcements_end_before_the_address_goes(harness: Harness, en
     assert running, "the repeated announcements should still be going when start returns"
     assert cleared and others == 0, "stop/fence must end the announcements (never announce a released address)"
     assert h.vip_holders() == []
+
+
+SOCKETS = """
+import socket, threading
+from kagemusha.resources import ResourceContext, StartEnv
+from kagemusha.resources.floating_ip import FloatingIP, FloatingIPParams
+
+made = []
+
+class Recorded(socket.socket):
+    def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+        super().__init__(family, type, proto, fileno)
+        if family == socket.AF_PACKET:
+            self._rec = {"proto": proto, "closed_on_loop_thread": None}
+            made.append(self._rec)
+
+    def close(self):
+        rec = getattr(self, "_rec", None)
+        if rec is not None and rec["closed_on_loop_thread"] is None:
+            rec["closed_on_loop_thread"] = threading.current_thread() is threading.main_thread()
+        super().close()
+
+socket.socket = Recorded
+
+async def main(address, interface):
+    d = FloatingIP(FloatingIPParams(address=address, interface=interface, arp_count=1),
+                   ResourceContext("c", "g", "fip1", "n", Path("/nonexistent")))
+    await d.start(StartEnv())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while any(r["closed_on_loop_thread"] is None for r in made) and loop.time() < deadline:
+        await asyncio.sleep(0.01)  # the close runs in a worker thread: wait for it (bounded)
+    await d.fence()
+    return made
+"""
+
+
+@pytest.mark.root
+def test_start_opens_one_arp_socket_and_closes_it_off_the_event_loop(harness: Harness) -> None:
+    """The check and the first announcement share one packet socket, opened with protocol 0 and
+    closed in a worker thread: each open (bound after a protocol was given) and each close waits
+    for the kernel's RCU grace period, which stalled the agent's loop ~10 ms each in a failover."""
+    made = ns_call(harness, "n1", SOCKETS, address=str(harness.vip), interface="eth0")
+    assert made == [{"proto": 0, "closed_on_loop_thread": False}], made
+    assert harness.vip_holders() == []

@@ -101,38 +101,52 @@ class FloatingIP(Resource):
         if await self._present():
             self.ctx.log.info("floating_ip %s already present", self._what)
             return
-        if p.probe_count:
-            try:
-                owner = await _os.arp_probe(p.interface, p.address.ip, count=p.probe_count, timeout=p.probe_timeout)
-            except OSError as exc:
-                raise ResourceFailed(f"floating_ip {p.address}: duplicate-address check failed: {exc}") from exc
-            if owner:
-                raise ResourceFailed(
-                    f"floating_ip {p.address}: address already in use by another host (MAC {owner}); not added"
-                )
+        # One ARP socket serves the check and the first announcement (opening and closing one costs
+        # the kernel's RCU grace period, ~10 ms each here: see _os.ArpPort).
+        port: _os.ArpPort | None = None
         try:
-            await _os.add_address(p.interface, p.address)
-        except _os.NoSuchInterface as exc:
-            raise NotInstalled(f"floating_ip {p.address}: no interface {exc} on this node") from exc
-        except NetlinkError as exc:
-            raise ResourceFailed(f"floating_ip {self._what}: netlink refused to add it: {exc}") from exc
-        self.ctx.log.info("floating_ip %s added", self._what)
-        if p.arp_count:
-            # The first gratuitous ARP goes now: neighbours move to this node before start returns. The
-            # repeats (for a frame lost on the way) go on in the background, so that nothing after this
-            # resource waits (arp_count - 1) * arp_interval for them; stop and fence end them first.
-            await self._announce(1)
-            if p.arp_count > 1:
-                await self._end_announcer()
-                self._announcer = asyncio.create_task(
-                    self._announce(p.arp_count - 1, first_wait=p.arp_interval), name=f"garp-{p.address.ip}")
+            if p.probe_count:
+                try:
+                    port = _os.ArpPort(p.interface)
+                    owner = await port.probe(p.address.ip, count=p.probe_count, timeout=p.probe_timeout)
+                except _os.NoSuchInterface as exc:
+                    raise NotInstalled(f"floating_ip {p.address}: no interface {exc} on this node") from exc
+                except OSError as exc:
+                    raise ResourceFailed(f"floating_ip {p.address}: duplicate-address check failed: {exc}") from exc
+                if owner:
+                    raise ResourceFailed(
+                        f"floating_ip {p.address}: address already in use by another host (MAC {owner}); not added"
+                    )
+            try:
+                await _os.add_address(p.interface, p.address)
+            except _os.NoSuchInterface as exc:
+                raise NotInstalled(f"floating_ip {p.address}: no interface {exc} on this node") from exc
+            except NetlinkError as exc:
+                raise ResourceFailed(f"floating_ip {self._what}: netlink refused to add it: {exc}") from exc
+            self.ctx.log.info("floating_ip %s added", self._what)
+            if p.arp_count:
+                # The first gratuitous ARP goes now: neighbours move to this node before start returns. The
+                # repeats (for a frame lost on the way) go on in the background, so that nothing after this
+                # resource waits (arp_count - 1) * arp_interval for them; stop and fence end them first.
+                await self._announce(1, port=port)
+                if p.arp_count > 1:
+                    await self._end_announcer()
+                    self._announcer = asyncio.create_task(
+                        self._announce(p.arp_count - 1, first_wait=p.arp_interval), name=f"garp-{p.address.ip}")
+        finally:
+            if port is not None:
+                port.close()
 
-    async def _announce(self, count: int, first_wait: float = 0.0) -> None:
+    async def _announce(self, count: int, first_wait: float = 0.0, port: _os.ArpPort | None = None) -> None:
+        """``count`` gratuitous ARPs, on ``port`` when given (the start's), else on a socket of their own."""
         p = self.params
         try:
             if first_wait:
                 await asyncio.sleep(first_wait)
-            await _os.arp_announce(p.interface, p.address.ip, count=count, interval=p.arp_interval)
+            if port is not None:
+                await port.announce(p.address.ip, count=count, interval=p.arp_interval)
+            else:
+                await _os.arp_announce(p.interface, p.address.ip, count=count, interval=p.arp_interval)
         except (OSError, _os.NoSuchInterface) as exc:
             # The address is up and serves; neighbours will learn it by ordinary ARP.
             self.ctx.log.warning("floating_ip %s: gratuitous ARP failed: %s", self._what, exc)
