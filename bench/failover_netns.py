@@ -19,11 +19,12 @@ Modes:
   declares the master dead after ``master_down_interval = 3 * advert_int + skew_time`` with
   ``skew_time = (256 - priority) / 256 * advert_int``; for the default backup priority 100
   that is 3 + 0.61 = 3.61 s. kagemusha's lease TTL plays that role. The config timing rule
-  holds: 1 + 0.3 (store_timeout) + 0.2 (fence_margin) = 1.5 <= 3.6.
+  holds: 1 + 2 * 0.25 (store_timeout) + 0.0625 + 0.15 (fence_margin) = 1.71 <= 3.6.
 - ``kagemusha-rule-bound``: the default timers with the lease TTL cut to the timing rule's bound
   (0.84 s instead of 1.0 s): what the default's margin for a loaded machine costs in outage.
-- ``kagemusha-tuned``: 0.1 s heartbeats (heartbeat_timeout 0.4, store_timeout 0.1, fence_margin 0.075:
-  the timing rule's least TTL for them), against
+- ``kagemusha-tuned``: 0.1 s heartbeats, the lease lasting three of them (heartbeat_timeout 0.3, as VRRP's
+  backup waits three adverts; store_timeout 0.05, fence_margin 0.075: the timing rule needs 0.2875), and a
+  duplicate-address check listening 50 ms (``probe_timeout 0.05``) instead of 100, against
 - ``keepalived-fast``: keepalived with VRRPv3 and ``advert_int 0.1`` (master down after 0.361 s).
 - ``kagemusha-seed``: the seed's one-way group as an operator runs it: ``fip1``, ``sd1`` (a loop-device
   disk) and ``exec1``, whose ``start.sh`` starts the application with ``kagemusha domain start-domain``
@@ -252,7 +253,7 @@ class Bench:
             "nodes": [{"name": n, "address": f"{self.h.address(n).ip}:7700"} for n in self.h.nodes],
             "groups": [{"name": "web", "nodes": list(self.h.nodes), "failback": "manual",
                         "resources": [{"name": "fip1", "type": "floating_ip", "address": str(self.vip),
-                                       "interface": "eth0"}]}],
+                                       "interface": "eth0", **FIP_PARAMS.get(name, {})}]}],
         }
         (self.dir / name).mkdir(parents=True, exist_ok=True)
         path = self.dir / name / "cluster.toml"
@@ -346,7 +347,7 @@ class Bench:
             self.wait_http(n)
         for n in nodes:
             self.start_agent(n, cfg)
-        result: dict[str, Any] = {**effective_timers(cfg), "crash_outage_s": [],
+        result: dict[str, Any] = {**effective_timers(cfg), "floating_ip": fip_params(mode), "crash_outage_s": [],
                                   "move_outage_s": [], "move_command_to_service_s": [], "failed_runs": 0}
         try:
             if not self.wait_members(cfg, nodes[0], set(nodes), timeout=40):
@@ -513,7 +514,7 @@ class EtcdBench(Bench):
             "nodes": [{"name": n, "address": f"{self.h.address(n).ip}:7700", "host": n} for n in ("n1", "n2")],
             "groups": [{"name": "web", "nodes": ["n1", "n2"], "failback": "manual",
                         "resources": [{"name": "fip1", "type": "floating_ip", "address": str(self.vip),
-                                       "interface": "eth0"}]}],
+                                       "interface": "eth0", **FIP_PARAMS.get(name, {})}]}],
         }
         (self.dir / name).mkdir(parents=True, exist_ok=True)
         path = self.dir / name / "cluster.toml"
@@ -567,11 +568,16 @@ KAGEMUSHA_MODES: dict[str, dict[str, float]] = {
     "kagemusha-default": {},
     # keepalived's defaults: advert_int 1 s; a backup of priority 100 declares the master dead after 3.61 s.
     "kagemusha-keepalived-timers": {"heartbeat_interval": 1.0, "heartbeat_timeout": 3.6},
-    # 0.1 s heartbeats, against keepalived-fast (VRRPv3, advert_int 0.1 s: master down after 0.361 s). The
-    # timing rule: 0.1 + 2 * 0.1 + 0.025 + 0.075 = 0.4 <= 0.4.
-    "kagemusha-tuned": {"heartbeat_interval": 0.1, "heartbeat_timeout": 0.4, "store_timeout": 0.1,
+    # 0.1 s heartbeats, against keepalived-fast (VRRPv3, advert_int 0.1 s: master down after 0.361 s): the
+    # lease lasts 3 heartbeats (as VRRP's backup waits 3 adverts), store requests are bounded at 50 ms (the
+    # local store answers in a few ms). The timing rule: 0.1 + 2 * 0.05 + 0.0125 + 0.075 = 0.2875 <= 0.3.
+    "kagemusha-tuned": {"heartbeat_interval": 0.1, "heartbeat_timeout": 0.3, "store_timeout": 0.05,
                         "fence_margin": 0.075},
 }
+#: floating_ip parameters a mode sets (else the driver's defaults): the tuned mode listens 50 ms for an
+#: answer to its duplicate-address probes (two probes 25 ms apart) instead of 100 ms, a LAN's ARP reply
+#: taking well under a millisecond (docs/resources.md).
+FIP_PARAMS: dict[str, dict[str, float]] = {"kagemusha-tuned": {"probe_timeout": 0.05}}
 
 
 def _rule_bound() -> dict[str, float]:
@@ -588,6 +594,14 @@ def _rule_bound() -> dict[str, float]:
 KAGEMUSHA_MODES["kagemusha-rule-bound"] = _rule_bound()
 #: keepalived modes: advert_int (s); below 1 s it needs VRRPv3 (centisecond adverts).
 KEEPALIVED_MODES: dict[str, float] = {"keepalived": 1.0, "keepalived-fast": 0.1}
+
+
+def fip_params(mode: str) -> dict[str, float]:
+    """The duplicate-address check and announcements of a mode's floating IP (its settings and the defaults)."""
+    from kagemusha.resources.floating_ip import FloatingIPParams
+
+    p = FloatingIPParams.model_validate({"address": "198.18.0.100/24", "interface": "eth0", **FIP_PARAMS.get(mode, {})})
+    return {k: getattr(p, k) for k in ("probe_count", "probe_timeout", "arp_count", "arp_interval")}
 
 
 def effective_timers(cfg: Path) -> dict[str, float]:
