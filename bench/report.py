@@ -181,9 +181,14 @@ def targets() -> Iterator[Row]:
     d = _netns("kagemusha-default")
     if d:
         m = modes["kagemusha-default"]["meta"]
+        ph = modes["kagemusha-default"].get("crash_phase_medians") or {}
         why = ("detection is the lease: the standby may take only once the dead node's lease (heartbeat_timeout, "
-               "1.0 s by default) has expired; the timing rule allows 0.84 s with the default interval, "
-               "store_timeout and fence_margin, not chosen here to keep the margin under load")
+               "1.0 s by default) has expired")
+        if "decided" in ph and "online" in ph:
+            why += (f" (take decided after {secs(ph['decided'])}, median), then the take, the duplicate-address "
+                    f"check (0.1 s) and the add ({secs(ph['online'] - ph['decided'])})")
+        why += ("; the timing rule allows 0.84 s with the default interval, store_timeout and fence_margin, not "
+                "chosen here to keep the margin under load")
         bound = _netns("kagemusha-rule-bound")
         if bound:
             why += f" (at that bound: median {bound['median']:.2f} s, N = {bound['n']})"
@@ -199,9 +204,11 @@ def targets() -> Iterator[Row]:
                                 ("kagemusha-tuned", "keepalived-fast", "0.1 s heartbeats vs VRRPv3 0.1 s adverts")):
         a, b = _netns(ours), _netns(theirs)
         if a and b:
-            why = ("the take waits for the lease in the store to expire (TTL 0.4 s with 0.1 s heartbeats, whole "
-                   "seconds on etcd), where VRRP's backup takes over after 3 missed adverts plus skew; kagemusha also "
-                   "checks the VIP for a duplicate (0.1 s) before adding it")
+            t = modes[ours]
+            why = (f"the take waits for the lease in the store to expire (heartbeat_timeout {t['heartbeat_timeout']:g} s "
+                   f"with {t['heartbeat_interval']:g} s heartbeats), where VRRP's backup takes over after 3 missed "
+                   "adverts plus skew; kagemusha also checks the VIP for a duplicate "
+                   f"({(t.get('floating_ip') or {}).get('probe_timeout', 0.1):g} s) before adding it")
             yield row(f"median outage, kagemusha with {label} ≤ keepalived's ({{limit}})", a["median"], b["median"], why,
                       modes[ours]["meta"], "failover_netns.py")
     dom = ((_load("domain_bench") or {}).get("parts", {}).get("domain") or {})
@@ -220,7 +227,10 @@ def targets() -> Iterator[Row]:
                    "domain_bench.py")
     clidoc = _load("cli") or {}
     for name, part in clidoc.get("commands", {}).items():
-        yield row(f"CLI cold start {name}, median", part["wall_s"]["median"], 0.25, "", part["meta"], "cli_bench.py")
+        why = ("without a token there is no API to ask: the CLI loads and validates the whole cluster config "
+               "(pydantic models: about half of its CPU time) and reads the store itself; with a token (the demo's "
+               "config) it reads only the client keys and asks an agent") if "on the store" in name else ""
+        yield row(f"CLI cold start {name}, median", part["wall_s"]["median"], 0.25, why, part["meta"], "cli_bench.py")
 
 
 def cli() -> Iterator[Row]:
