@@ -79,12 +79,12 @@ def failover_local() -> Iterator[Row]:
 
 NETNS_ROWS = {
     "kagemusha-default": "client-visible outage through the VIP, crash of the active node, default timers",
-    "kagemusha-rule-bound": "the same with the lease TTL at the timing rule's bound (0.84 s, no margin for load)",
-    "kagemusha-keepalived-timers": "the same with keepalived's timers (1 s / 3.6 s)",
+    "kagemusha-rule-bound": "the same with the lease TTL at the timing rule's bound, no margin for load",
+    "kagemusha-keepalived-timers": "the same with keepalived's timers",
     "keepalived": "keepalived itself (`advert_int 1`), same client",
-    "kagemusha-etcd-crash": "etcd store (3 members with a witness, TTL 3 s), crash of the active node",
-    "kagemusha-etcd-partition": "etcd store (3 members with a witness, TTL 3 s), partition of the active node",
-    "kagemusha-tuned": "tuned kagemusha (0.1 s heartbeats), service pre-started on both nodes, crash of the active node",
+    "kagemusha-etcd-crash": "etcd store (3 members with a witness), crash of the active node",
+    "kagemusha-etcd-partition": "etcd store (3 members with a witness), partition of the active node",
+    "kagemusha-tuned": "tuned kagemusha, service pre-started on both nodes, crash of the active node",
     "keepalived-fast": "keepalived with VRRPv3 0.1 s adverts, same client",
     "kagemusha-seed": ("the seed's one-way group (VIP, loop-device disk, start.sh -> `kagemusha domain start`), "
                        "service started on failover, default timers"),
@@ -103,6 +103,10 @@ def failover_netns() -> Iterator[Row]:
         fig = med_tail(part.get("crash_outage"))
         if name == "keepalived" and m.get("keepalived_version"):
             what += f", {m['keepalived_version']}"
+        if part.get("heartbeat_interval") is not None:
+            what += f" (heartbeats {part['heartbeat_interval']:g} s, lease {part['heartbeat_timeout']:g} s"
+            fip = part.get("floating_ip")
+            what += f", duplicate check {fip['probe_timeout']:g} s)" if fip else ")"
         yield what, fig, m, "failover_netns.py"
         if part.get("move_outage"):
             yield (f"planned `group move` outage ({name})", med_tail(part["move_outage"]),
