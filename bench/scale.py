@@ -101,13 +101,17 @@ def part_agent(tmp: Path, idle: float) -> dict[str, Any]:
     worst_rss, worst_cpu = max(rss.values()), max(cpu.values())
     why = None
     if worst_cpu > CPU_TARGET_PERCENT:
+        standby = [n for n in procs if n not in owners.values()]
+        idle_note = (f"the standby, which runs no monitor, spent {max(cpu[n] for n in standby):.2f} % on them alone; "
+                     if standby else "")
         why = ("what an idle agent still spends (measured on 2 cores, each wake-up of the process costs ~0.1-0.2 ms "
                "here): its lease renewals (every heartbeat_interval, 0.15 s: a timer, a SQLite write in the store's "
-               "thread, the answer back; ~0.4 % of a core), uvicorn's 10 Hz tick of the API server (~0.15-0.2 %), "
+               "thread, the answer back: three or four wake-ups of the event loop each), the decision loop's and the "
+               "API server's once-a-second wake-ups (" + idle_note + "strace: ~45 event-loop wake-ups a second), "
                "and on the owner the exec monitors (10 `sh -c true` every 5 s: ~0.3 % in the agent for the spawn and "
                "the child watcher thread, the commands' own run counted apart). The store watch (inotify on a signal "
-               "file, woken only by key changes and lease expiries), the decision loop (woken by changes, 1 s while "
-               "idle) and the cluster reads (only after a change, or once a second) cost little now. "
+               "file, woken only by key changes and lease expiries) and the cluster reads (only after a change, or "
+               "once a second) cost little. "
                f"Load average during the sample: {load[0]:.1f}-{load[1]:.1f} on {psutil.cpu_count()} cores "
                "(other work inflates the CPU time of each operation).")
     rows = [[
