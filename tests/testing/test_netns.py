@@ -76,6 +76,16 @@ def divmod_dev(h: Harness) -> tuple[int, int]:
     return os.major(st.st_rdev), os.minor(st.st_rdev)
 
 
+def wait_inside(h: Harness, node: str, p: subprocess.Popen[bytes]) -> None:
+    """Wait until ``p`` is inside ``node``: the child is nsenter until it has entered the node's namespaces
+    (never race it)."""
+    deadline = time.monotonic() + 10
+    while p.pid not in h.pids(node):
+        assert p.poll() is None, f"the child exited {p.returncode} before it was seen in {node}"
+        assert time.monotonic() < deadline, f"the child was not seen in {node}'s namespaces within 10 s"
+        time.sleep(0.01)
+
+
 def test_mounts_are_per_node(harness: Harness) -> None:
     h = harness
     mp = h.tmp / "data1"
@@ -92,12 +102,7 @@ def test_mounts_are_per_node(harness: Harness) -> None:
     assert dev == str(os.makedev(*divmod_dev(h)))
     # The same process sees the same node across calls (the mount namespace persists).
     p = h.popen("n1", ["sh", "-c", f"cat {mp}/../data1/lost+found >/dev/null 2>&1; sleep 600"])
-    # The child is nsenter until it has entered n1's namespaces: wait for that, never race it.
-    deadline = time.monotonic() + 10
-    while p.pid not in h.pids("n1"):
-        assert p.poll() is None, f"the child exited {p.returncode} before it was seen in n1"
-        assert time.monotonic() < deadline, "the child was not seen in n1's namespaces within 10 s"
-        time.sleep(0.01)
+    wait_inside(h, "n1", p)
     assert p.pid not in h.pids("n2")
 
 
@@ -140,6 +145,43 @@ def test_crash_link_and_disk_helpers(harness: Harness) -> None:
     assert h.run("n2", ["mount", h.disk.device, str(mp)], check=False).returncode != 0
     h.show_disk("n2")
     assert h.run("n2", ["stat", "-c", "%F", h.disk.device]).stdout.strip() == "block special file"
+
+
+def _killed_or_gone(pid: int) -> bool:
+    """``pid`` has exited, or SIGKILL is pending for it (sent, not yet acted on)."""
+    try:
+        fields = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if ":\t" in line)
+    except FileNotFoundError:
+        return True
+    if fields.get("State", "").startswith(("Z", "X")):
+        return True
+    pending = int(fields.get("ShdPnd", "0"), 16) | int(fields.get("SigPnd", "0"), 16)
+    return bool(pending & (1 << (signal.SIGKILL - 1)))
+
+
+@pytest.mark.root
+def test_a_crash_kills_the_nodes_processes_before_its_link_goes_down(harness: Harness,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A power cut stops everything at once: no process of the node may run on while its link is
+    already down (an agent on the local store, a file, would renew its lease there)."""
+    h = harness
+    worker = h.popen("n1", ["sleep", "600"])
+    wait_inside(h, "n1", worker)
+    seen: list[bool] = []
+    real = h.link_down
+
+    def link_down(node: str) -> None:
+        seen.append(_killed_or_gone(worker.pid))
+        real(node)
+
+    monkeypatch.setattr(h, "link_down", link_down)
+    try:
+        h.crash("n1")
+    finally:
+        h.revive("n1")
+    assert worker.wait(timeout=5) == -9
+    assert seen == [True], "a process of the crashed node was still running when its link went down"
 
 
 def test_teardown_on_failure_removes_everything() -> None:

@@ -639,8 +639,15 @@ class Harness:
 
         The node comes back as after a reboot with ``revive``.
         """
+        # NB: the node's processes are found first and sent SIGKILL before its link goes down. With the
+        # scan of /proc between the two (tens of ms), an agent on the local store (a file, not behind the
+        # link) could renew its lease after the "power cut", which a real one does not allow.
+        pids = self.pids(node)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         self.link_down(node)
-        self.kill_all(node)
+        self.kill_all(node)  # waits for them, and kills anything started since the scan
         self._unmount_all(node)
         n = self._ns[node]
         for a in self.addresses(node):
