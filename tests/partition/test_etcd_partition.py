@@ -97,6 +97,16 @@ class Setup:
                                      f"--- n1\n{self.log('n1')[-3000:]}\n--- n2\n{self.log('n2')[-3000:]}")
             time.sleep(0.05)
 
+    def wait_joined(self, node: str, timeout: float = 30) -> None:
+        """Wait until ``node``'s agent has joined (its member key written). A fault injected while it still
+        starts races it: its start-up read of the store meets the fault and the agent exits (under systemd
+        the unit restarts it; here nothing does, and nobody takes over)."""
+        deadline = time.monotonic() + timeout
+        while '"joined the cluster"' not in self.log(node):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{node} did not join within {timeout:g} s\n{self.log(node)[-3000:]}")
+            time.sleep(0.05)
+
     def status(self, node: str = "n2") -> str:
         r = self.h.run(node, [sys.executable, "-m", "kagemusha", "status", "--json", "--config", str(self.cfg)], check=False)
         return r.stdout + r.stderr
@@ -154,6 +164,7 @@ def test_partitioned_owner_fences_itself_before_the_standby_starts(setup: Setup)
     s.start("n1")
     s.start("n2")
     s.wait_vip("n1")
+    s.wait_joined("n2")
     with Sampler(s) as smp:
         cut = time.time()
         s.h.link_down("n1")
@@ -180,6 +191,7 @@ def test_agent_kill9_supervisor_fences_before_standby(setup: Setup) -> None:
     s.start("n1")
     s.start("n2")
     s.wait_vip("n1")
+    s.wait_joined("n2")
     # the real agent: the supervisor's child (the harness runs the supervisor through nsenter and sh -c exec)
     sup = psutil.Process(s.agents["n1"].pid)
     kids = [p for p in sup.children(recursive=True) if "agent" in " ".join(p.cmdline())]
@@ -197,6 +209,7 @@ def test_all_etcd_members_down_every_node_stops_then_recovers_once(setup: Setup)
     s.start("n1")
     s.start("n2")
     s.wait_vip("n1")
+    s.wait_joined("n2")
     t0 = time.monotonic()
     for i in range(3):
         s.etcd.stop_member(i, kill=True)
