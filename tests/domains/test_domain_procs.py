@@ -62,6 +62,36 @@ def test_session_members_count_only_while_the_session_is_provably_ours(workdir: 
         leader.wait()
 
 
+def test_a_newcomer_that_reused_the_session_id_during_the_scan_is_not_the_domains(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recorded session was gone when the scan began (its id free), and a new process got that pid and
+    made itself a session leader before the scan reached it: not the domain's (it was killed with the
+    domain's leftovers: a script's `setsid sleep 300` vanished beside the domain tests)."""
+    from kagemusha.domains import _procs
+
+    newcomer = subprocess.Popen(SLEEP, start_new_session=True)
+    try:
+        ct = psutil.Process(newcomer.pid).create_time()
+        deadline = time.monotonic() + 10
+        while os.getsid(newcomer.pid) != newcomer.pid:  # it calls setsid() before exec: wait for that
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        record = ProcessRecord("running", newcomer.pid, ct - 3600)  # a master of an hour ago, long gone
+        real = _procs._session_is_ours
+        calls: list[bool] = []
+
+        def gone_when_the_scan_began(session: int, since: float | None) -> bool:
+            calls.append(True)
+            return True if len(calls) == 1 else real(session, since)  # the first check saw no process
+
+        monkeypatch.setattr(_procs, "_session_is_ours", gone_when_the_scan_began)
+        assert domain_processes(workdir / "d", record) == []
+        assert alive(newcomer.pid)
+    finally:
+        newcomer.kill()
+        newcomer.wait()
+
+
 @pytest.mark.root
 def test_another_mount_namespace_counts_only_if_it_sees_the_same_directory(workdir: Path) -> None:
     if os.geteuid() != 0:

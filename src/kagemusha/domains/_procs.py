@@ -257,7 +257,12 @@ def domain_processes(domain_dir: Path, record: ProcessRecord | None = None) -> l
             pass
         if not belongs and session is not None and since is not None:
             try:
-                belongs = os.getsid(pid) == session and proc.info["create_time"] >= since - 0.5
+                # NB: the session is proved ours again at the match, not only before the scan: a session
+                # whose last process died frees its id, and a newcomer that got that pid and called setsid
+                # (a script's `setsid sleep 300`) had the same session id and a later create_time, so it was
+                # killed with the domain's leftovers.
+                belongs = (os.getsid(pid) == session and proc.info["create_time"] >= since - 0.5
+                           and _session_is_ours(session, since))
             except OSError:
                 pass
         if belongs:
