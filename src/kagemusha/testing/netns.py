@@ -163,12 +163,17 @@ def _pids_in(net_inodes: set[int], mnt_inodes: set[int]) -> list[int]:
     return found
 
 
+def _sigkill(pids: Iterable[int]) -> None:
+    """SIGKILL each of ``pids`` (gone ones are skipped); does not wait."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _kill_and_wait(pids: Iterable[int], timeout: float = 5.0) -> list[int]:
     """SIGKILL ``pids`` and wait until they are gone (or zombies); returns the survivors."""
     left = set(pids)
-    for pid in left:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+    _sigkill(left)
     deadline = time.monotonic() + timeout
     while left and time.monotonic() < deadline:
         for pid in list(left):
@@ -642,10 +647,7 @@ class Harness:
         # NB: the node's processes are found first and sent SIGKILL before its link goes down. With the
         # scan of /proc between the two (tens of ms), an agent on the local store (a file, not behind the
         # link) could renew its lease after the "power cut", which a real one does not allow.
-        pids = self.pids(node)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        _sigkill(self.pids(node))
         self.link_down(node)
         self.kill_all(node)  # waits for them, and kills anything started since the scan
         self._unmount_all(node)
