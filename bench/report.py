@@ -105,8 +105,8 @@ def failover_netns() -> Iterator[Row]:
             what += f", {m['keepalived_version']}"
         if part.get("heartbeat_interval") is not None:
             what += f" (heartbeats {part['heartbeat_interval']:g} s, lease {part['heartbeat_timeout']:g} s"
-            fip = part.get("floating_ip")
-            what += f", duplicate check {fip['probe_timeout']:g} s)" if fip else ")"
+            probe = _probe_timeout(part)
+            what += f", duplicate check {probe:g} s)" if probe is not None else ")"
         yield what, fig, m, "failover_netns.py"
         if part.get("move_outage"):
             yield (f"planned `group move` outage ({name})", med_tail(part["move_outage"]),
@@ -162,6 +162,12 @@ def faults() -> Iterator[Row]:
 
 
 #: The issue's targets (#12), each checked against the results: met, or by how much missed and why.
+def _probe_timeout(part: dict[str, Any]) -> float | None:
+    """The duplicate-address check's window a mode's record ran with (None: an older record without it)."""
+    fip = part.get("floating_ip")
+    return float(fip["probe_timeout"]) if fip else None
+
+
 def _netns(mode: str, key: str = "crash_outage") -> dict[str, Any] | None:
     doc = _load("failover_netns") or {}
     part = doc.get("modes", {}).get(mode) or {}
@@ -185,14 +191,16 @@ def targets() -> Iterator[Row]:
     d = _netns("kagemusha-default")
     if d:
         m = modes["kagemusha-default"]["meta"]
-        ph = modes["kagemusha-default"].get("crash_phase_medians") or {}
+        dm = modes["kagemusha-default"]
+        ph = dm.get("crash_phase_medians") or {}
         why = ("detection is the lease: the standby may take only once the dead node's lease (heartbeat_timeout, "
-               "1.0 s by default) has expired")
+               f"{dm['heartbeat_timeout']:.1f} s by default) has expired")
         if "decided" in ph and "online" in ph:
             why += (f" (take decided after {secs(ph['decided'])}, median), then the take, the duplicate-address "
-                    f"check (0.1 s) and the add ({secs(ph['online'] - ph['decided'])})")
-        why += ("; the timing rule allows 0.84 s with the default interval, store_timeout and fence_margin, not "
-                "chosen here to keep the margin under load")
+                    f"check ({_probe_timeout(dm) or 0.1:g} s) and the add ({secs(ph['online'] - ph['decided'])})")
+        rb = modes.get("kagemusha-rule-bound") or {}
+        why += (f"; the timing rule allows {rb.get('heartbeat_timeout', 0.84):.2f} s with the default interval, "
+                "store_timeout and fence_margin, not chosen here to keep the margin under load")
         bound = _netns("kagemusha-rule-bound")
         if bound:
             why += f" (at that bound: median {bound['median']:.2f} s, N = {bound['n']})"
@@ -212,7 +220,7 @@ def targets() -> Iterator[Row]:
             why = (f"the take waits for the lease in the store to expire (heartbeat_timeout {t['heartbeat_timeout']:g} s "
                    f"with {t['heartbeat_interval']:g} s heartbeats), where VRRP's backup takes over after 3 missed "
                    "adverts plus skew; kagemusha also checks the VIP for a duplicate "
-                   f"({(t.get('floating_ip') or {}).get('probe_timeout', 0.1):g} s) before adding it")
+                   f"({_probe_timeout(t) or 0.1:g} s) before adding it")
             yield row(f"median outage, kagemusha with {label} ≤ keepalived's ({{limit}})", a["median"], b["median"], why,
                       modes[ours]["meta"], "failover_netns.py")
     dom = ((_load("domain_bench") or {}).get("parts", {}).get("domain") or {})
